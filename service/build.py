@@ -1,0 +1,101 @@
+"""A build: published articles to every output file, rendering only what changed.
+
+The builder remembers which article each page was rendered from; since the source returns the
+same Article object for an unchanged file, a rebuild after one edit renders that one page, the
+index, and the small feeds, and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from service.feeds import FeedSpec, feed_files
+from service.model import Article, Category
+from service.output import Output
+from service.settings import Settings
+from service.site import Site
+from service.sources import Scan
+from service.templates import Templates
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    published: int
+    written: tuple[str, ...]
+    removed: tuple[str, ...]
+    files: int
+
+    @property
+    def feeds_written(self) -> tuple[str, ...]:
+        return tuple(p for p in self.written if p.endswith(("rss.xml", "atom.xml", "feed.json")))
+
+
+class Builder:
+    def __init__(self, settings: Settings, templates_dir: Path) -> None:
+        self.settings = settings
+        self.templates_dir = templates_dir
+        self.output = Output(settings.feeds.output_dir)
+        self.site = Site(
+            Templates(templates_dir, zone=settings.site.zone, language=settings.site.language),
+            settings,
+        )
+        self._pages: dict[str, Article] = {}  # page path -> the article it was rendered from
+        self._templates_stamp: tuple[tuple[str, int], ...] = ()
+
+    def build(self, scan: Scan, now: datetime) -> BuildReport:
+        """Write every file for the articles of ``scan`` published at ``now``."""
+        self._forget_pages_if_templates_changed()
+        settings = self.settings
+        limit = settings.feeds.max_items
+        published = scan.published(now)
+        by_category: dict[str, list[Article]] = {}
+        categories: dict[str, Category] = {}
+        for article in published:
+            by_category.setdefault(article.category.slug, []).append(article)
+            categories.setdefault(article.category.slug, article.category)
+        ordered = sorted(categories.values(), key=lambda c: c.name)
+
+        written: list[str] = []
+        produced: set[str] = set()
+
+        def emit(path: str, data: bytes) -> None:
+            produced.add(path)
+            if self.output.write(path, data):
+                written.append(path)
+
+        hub = settings.feeds.websub_hub
+        site_spec = FeedSpec(settings.site.title, "", published[:limit])
+        for path, data in feed_files(site_spec, settings.site, hub).items():
+            emit(path, data)
+        emit("index.html", self.site.index(published[:limit], ordered))
+        for category in ordered:
+            recent = by_category[category.slug][:limit]
+            spec = FeedSpec(
+                f"{settings.site.title}: {category.name}", f"categories/{category.slug}/", recent
+            )
+            for path, data in feed_files(spec, settings.site, hub).items():
+                emit(path, data)
+            emit(f"categories/{category.slug}/index.html", self.site.category(category, recent))
+
+        pages: dict[str, Article] = {}
+        for article in published:
+            path = article.page_path() + "index.html"
+            pages[path] = article
+            produced.add(path)
+            if self._pages.get(path) is not article and self.output.write(
+                path, self.site.article(article)
+            ):
+                written.append(path)
+        self._pages = pages
+        removed = self.output.finish(produced)
+        return BuildReport(len(published), tuple(written), tuple(removed), len(produced))
+
+    def _forget_pages_if_templates_changed(self) -> None:
+        stamp = tuple(
+            sorted((str(p), p.stat().st_mtime_ns) for p in self.templates_dir.glob("*.j2"))
+        )
+        if stamp != self._templates_stamp:
+            self._pages = {}
+            self._templates_stamp = stamp

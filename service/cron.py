@@ -1,0 +1,143 @@
+"""Standard 5-field cron expressions, translated for APScheduler 3.x.
+
+Operators write cron as crontab(5) defines it: ``minute hour day-of-month month day-of-week``,
+where day-of-week 0 and 7 are Sunday and names (``mon-fri``) work. APScheduler 3.x numbers
+weekdays from Monday = 0, so ``CronTrigger.from_crontab("0 8 * * 1")`` would fire on Tuesday.
+This module expands every field into explicit values and hands APScheduler weekday *names*,
+which mean the same thing in both worlds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
+
+class CronSyntaxError(ValueError):
+    """The expression is not valid 5-field cron; the message says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A parsed expression; ``trigger_fields()`` gives CronTrigger keyword arguments."""
+
+    expression: str
+    minute: tuple[int, ...]
+    hour: tuple[int, ...]
+    day: tuple[int, ...] | None  # None = any
+    month: tuple[int, ...] | None
+    day_of_week: tuple[int, ...] | None  # 0 = Sunday, as in cron
+
+    def trigger_fields(self) -> dict[str, str]:
+        def join(values: tuple[int, ...] | None) -> str:
+            return "*" if values is None else ",".join(map(str, values))
+
+        dow = "*" if self.day_of_week is None else ",".join(_DAYS[d] for d in self.day_of_week)
+        return {
+            "minute": join(self.minute),
+            "hour": join(self.hour),
+            "day": join(self.day),
+            "month": join(self.month),
+            "day_of_week": dow,
+        }
+
+
+def parse_cron(expression: str) -> Cron:
+    """Parse ``expression``; raise CronSyntaxError naming the bad field."""
+    text = " ".join(expression.split())
+    text = _ALIASES.get(text.lower(), text)
+    fields = text.split(" ")
+    if len(fields) != 5:
+        raise CronSyntaxError(
+            f"{expression!r} has {len(fields)} fields; cron needs 5: "
+            "minute hour day-of-month month day-of-week, e.g. '0 7 * * mon'"
+        )
+    minute = _field(fields[0], "minute", 0, 59, None)
+    hour = _field(fields[1], "hour", 0, 23, None)
+    day = _field(fields[2], "day-of-month", 1, 31, None)
+    month = _field(fields[3], "month", 1, 12, _MONTHS, first_name=1)
+    dow = _field(fields[4], "day-of-week", 0, 7, _DAYS)
+    if dow is not None:
+        dow = tuple(sorted({d % 7 for d in dow}))
+        if len(dow) == 7:
+            dow = None
+    if day is not None and dow is not None:
+        # cron ORs the two fields, APScheduler ANDs them: refuse rather than guess.
+        raise CronSyntaxError(
+            f"{expression!r} restricts both day-of-month and day-of-week; "
+            "use one of them and '*' for the other"
+        )
+    return Cron(
+        expression=expression,
+        minute=minute if minute is not None else tuple(range(60)),
+        hour=hour if hour is not None else tuple(range(24)),
+        day=day,
+        month=month,
+        day_of_week=dow,
+    )
+
+
+def _field(
+    text: str,
+    name: str,
+    low: int,
+    high: int,
+    names: list[str] | None,
+    first_name: int = 0,
+) -> tuple[int, ...] | None:
+    if text == "*":
+        return None
+    values: set[int] = set()
+    for part in text.split(","):
+        values.update(_part(part, name, low, high, names, first_name))
+    if not values:
+        raise CronSyntaxError(f"{name} field {text!r} selects nothing")
+    return tuple(sorted(values))
+
+
+def _part(
+    part: str, name: str, low: int, high: int, names: list[str] | None, first_name: int
+) -> range:
+    step = 1
+    if "/" in part:
+        part, _, step_text = part.partition("/")
+        if not step_text.isdigit() or int(step_text) == 0:
+            raise CronSyntaxError(f"{name} field: step {step_text!r} must be a positive number")
+        step = int(step_text)
+    if part == "*":
+        start, stop = low, high
+    elif "-" in part:
+        a, _, b = part.partition("-")
+        start = _value(a, name, low, high, names, first_name)
+        stop = _value(b, name, low, high, names, first_name)
+        if start > stop:
+            raise CronSyntaxError(f"{name} field: range {part!r} runs backwards")
+    else:
+        start = _value(part, name, low, high, names, first_name)
+        stop = high if step > 1 else start
+    return range(start, stop + 1, step)
+
+
+def _value(
+    text: str, name: str, low: int, high: int, names: list[str] | None, first_name: int
+) -> int:
+    if text.isdigit():
+        number = int(text)
+        if not low <= number <= high:
+            raise CronSyntaxError(f"{name} field: {number} is outside {low}-{high}")
+        return number
+    if names is not None and text.lower()[:3] in names and len(text) >= 3:
+        return names.index(text.lower()[:3]) + first_name
+    allowed = f"{low}-{high}" + (f" or a name like {names[1]!r}" if names else "")
+    raise CronSyntaxError(f"{name} field: {text!r} is not a value ({allowed})")

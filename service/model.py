@@ -1,0 +1,79 @@
+"""Plain frozen data shared by every module: articles, subscribers, digests."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+Frequency = Literal["immediate", "daily", "weekly"]
+FREQUENCIES: tuple[Frequency, ...] = ("immediate", "daily", "weekly")
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    name: str
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One announcement, parsed, cleaned and sanitised; dates are timezone-aware."""
+
+    id: str  # stable identity: front matter `id`, else the source path without extension
+    slug: str
+    title: str
+    date: datetime
+    category: Category
+    summary: str  # plain text
+    content_html: str  # sanitised HTML
+    source: str  # path relative to the source directory, with '/' separators
+    updated: datetime | None = None
+    author: str | None = None
+    url: str | None = None  # an explicit link elsewhere; else the article's own page
+    draft: bool = False
+    tags: tuple[str, ...] = ()
+
+    @property
+    def modified(self) -> datetime:
+        return self.updated or self.date
+
+    def is_published(self, now: datetime) -> bool:
+        return not self.draft and self.date <= now
+
+    def page_path(self) -> str:
+        """The article's page under the output directory, without the index.html."""
+        return f"articles/{self.slug}/"
+
+    def link(self, base_url: str) -> str:
+        return self.url or f"{base_url}/{self.page_path()}"
+
+    def guid(self, base_url: str) -> str:
+        """The entry id in every feed format: stable when the article is edited or retitled."""
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"{base_url}#{self.id}").urn
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    email: str  # as written; compared lower-cased
+    name: str | None = None
+    frequency: Frequency = "daily"
+    categories: frozenset[str] | None = None  # category slugs; None = every category
+
+    @property
+    def key(self) -> str:
+        return self.email.lower()
+
+    def wants(self, article: Article) -> bool:
+        return self.categories is None or article.category.slug in self.categories
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What one subscriber gets in one message."""
+
+    subscriber: Subscriber
+    articles: tuple[Article, ...]
+    frequency: Frequency
+    created: datetime

@@ -1,0 +1,72 @@
+"""The output directory: atomic writes, untouched when the bytes are the same, stale files removed.
+
+Static servers and our own HTTP layer derive ETags from file contents or mtimes, so a file is
+rewritten only when its bytes change. bantin removes only files it wrote itself (listed in a
+manifest), never an operator's own files in the same directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+MANIFEST = ".bantin-manifest"
+
+
+class Output:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._previous = self._read_manifest()
+
+    def _read_manifest(self) -> set[str]:
+        try:
+            text = (self.root / MANIFEST).read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return set()
+        return {line for line in text.splitlines() if line and ".." not in line.split("/")}
+
+    def write(self, relative: str, data: bytes) -> bool:
+        """Write ``data`` at ``relative`` unless the file already holds it; True if written."""
+        path = self.root / relative
+        try:
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                return False
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return True
+
+    def finish(self, produced: set[str]) -> list[str]:
+        """Remove files of an earlier build that this one did not produce; save the manifest."""
+        removed = []
+        for relative in sorted(self._previous - produced):
+            path = self.root / relative
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(relative)
+            self._prune_dirs(path.parent)
+        if produced != self._previous:
+            self.write(MANIFEST, "".join(f"{p}\n" for p in sorted(produced)).encode())
+            self._previous = set(produced)
+        return removed
+
+    def _prune_dirs(self, directory: Path) -> None:
+        root = self.root.resolve()
+        while directory.resolve() != root:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent

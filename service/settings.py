@@ -1,0 +1,259 @@
+"""Typed configuration: config/bantin.toml plus BANTIN_* environment overrides, validated once.
+
+Every key has a default except ``site.title`` and ``site.base_url``. Environment variables
+override the file as ``BANTIN_<SECTION>__<KEY>`` (``BANTIN_SMTP__PASSWORD``). Relative paths
+are relative to the working directory the command runs in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from service.cron import CronSyntaxError, parse_cron
+from service.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/bantin.toml")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain line breaks or control characters")
+    return value
+
+
+class SiteSettings(_Section):
+    title: str = Field(min_length=1)
+    base_url: str
+    language: str = "vi"
+    timezone: str = "Asia/Ho_Chi_Minh"
+    description: str = ""
+    author: str = ""
+    templates_dir: Path = Path("templates")
+
+    _plain = field_validator("title", "description", "author", "language")(_no_control)
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "must be an absolute http:// or https:// URL, like https://example.gov.vn"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query (?) or fragment (#)")
+        return value.strip().rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a known time zone name, like Asia/Ho_Chi_Minh") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class SourceSettings(_Section):
+    dir: Path = Path("content")
+
+
+class FeedsSettings(_Section):
+    output_dir: Path = Path("public")
+    max_items: int = Field(default=50, ge=1, le=1000)
+    websub_hub: str | None = None
+
+
+class StateSettings(_Section):
+    url: str = "sqlite:///var/bantin.db"
+
+
+class ScheduleSettings(_Section):
+    scan_interval: int = Field(default=60, ge=1, le=86400)
+    daily: str = "0 7 * * *"
+    weekly: str = "0 7 * * mon"
+
+    @field_validator("daily", "weekly")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            parse_cron(value)
+        except CronSyntaxError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class MailSettings(_Section):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(default="Bản tin <bantin@localhost>", alias="from")
+    subscribers_file: Path = Path("config/subscribers.toml")
+    transport: Literal["file", "smtp"] = "file"
+    outbox_dir: Path = Path("var/outbox")
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_key_file: Path | None = None
+
+    _plain = field_validator("from_")(_no_control)
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    secret_key: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with ``load_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BANTIN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    site: SiteSettings
+    source: SourceSettings = SourceSettings()
+    feeds: FeedsSettings = FeedsSettings()
+    state: StateSettings = StateSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    mail: MailSettings = MailSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    server: ServerSettings = ServerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _CURRENT_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+# settings_customise_sources is a classmethod with a fixed signature: the file to read travels
+# beside it. load_settings is the only writer and is not re-entered.
+_CURRENT_FILE: dict[str, Path | None] = {"path": None}
+
+
+def config_path(cli_value: str | None) -> Path:
+    """The config file to read: --config, else $BANTIN_CONFIG, else config/bantin.toml."""
+    return Path(cli_value or os.environ.get("BANTIN_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate ``path``; raise ConfigError naming the file, line and key."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(
+            path, "config file not found; create it (see README, Configuration) or pass --config"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"cannot read the config file: {exc}") from exc
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        raise ConfigError(path, f"not valid TOML: {exc}", line) from exc
+    _CURRENT_FILE["path"] = path
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise _config_error(path, text, exc) from None
+    finally:
+        _CURRENT_FILE["path"] = None
+
+
+def _toml_error_line(message: str) -> int | None:
+    match = re.search(r"line (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+def _config_error(path: Path, text: str, exc: ValidationError) -> ConfigError:
+    """Turn pydantic's error into one line: file:line: [section] key: what is wrong."""
+    error = exc.errors(include_input=False)[0]
+    loc = [str(part) for part in error["loc"]]
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        reason = f"unknown key {'.'.join(loc)!r}; check its spelling (see README, Configuration)"
+    elif kind == "missing":
+        reason = f"{'.'.join(loc)} is required; add it"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+        reason = f"{'.'.join(loc)}: {message}"
+    extra = len(exc.errors()) - 1
+    if extra:
+        reason += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    return ConfigError(path, reason, _key_line(text, loc))
+
+
+def _key_line(text: str, loc: list[str]) -> int | None:
+    """The line in ``text`` where the key at ``loc`` (section, key) is written, if it is."""
+    if not loc:
+        return None
+    section, key = (loc[0], loc[1]) if len(loc) > 1 else (None, loc[0])
+    current: str | None = None
+    section_line: int | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.fullmatch(r"\[\s*([^\]\s]+)\s*\]", line)
+        if header:
+            current = header.group(1)
+            if current == (section or key):
+                section_line = number
+            continue
+        match = re.match(r"([A-Za-z0-9_\-\"]+)\s*=", line)
+        if match and match.group(1).strip('"') == key and current == section:
+            return number
+    return section_line
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective configuration with secrets masked, for `bantin check` and logs."""
+    data: dict[str, Any] = settings.model_dump(mode="json", by_alias=True)
+    for section, key in (("smtp", "password"), ("server", "secret_key")):
+        if data[section][key] is not None:
+            data[section][key] = "********"
+    return data
