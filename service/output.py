@@ -14,6 +14,15 @@ from pathlib import Path
 MANIFEST = ".bantin-manifest"
 
 
+def _inside(relative: str) -> bool:
+    """A manifest line names a file under the output directory: never an absolute path or '..'.
+
+    Path("public") / "/etc/x" is "/etc/x": one stray line would make finish() delete it.
+    """
+    parts = relative.split("/")
+    return bool(relative) and not relative.startswith("/") and ".." not in parts and "" not in parts
+
+
 class Output:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -24,7 +33,7 @@ class Output:
             text = (self.root / MANIFEST).read_text(encoding="utf-8")
         except (FileNotFoundError, UnicodeDecodeError):
             return set()
-        return {line for line in text.splitlines() if line and ".." not in line.split("/")}
+        return {line for line in text.splitlines() if _inside(line)}
 
     def write(self, relative: str, data: bytes) -> bool:
         """Write ``data`` at ``relative`` unless the file already holds it; True if written."""

@@ -27,6 +27,12 @@ from service.markup import (
 from service.model import Article, Category
 
 DEFAULT_CATEGORY = "Tin tức"
+# A slug is a directory name under the output directory: long ones hit the file system's
+# 255-byte name limit and would stop the whole build, so they are cut at a word boundary.
+SLUG_MAX = 100
+# Far-off years are typos, and near the ends of datetime's range converting to UTC or to the
+# site's zone overflows, which would stop sorting, feeds and pages for every article.
+YEARS = range(1900, 9000)
 
 
 class _StringLoader(yaml.CSafeLoader):
@@ -47,8 +53,13 @@ _TRUE = {"true", "yes", "on", "1", "có"}
 _FALSE = {"false", "no", "off", "0", "không", ""}
 
 
+def make_slug(text: str) -> str:
+    """A Vietnamese-aware URL slug ("Lịch tiếp công dân" -> "lich-tiep-cong-dan"), capped."""
+    return slugify(text, max_length=SLUG_MAX, word_boundary=True)
+
+
 def category(name: str) -> Category:
-    return Category(name=name, slug=slugify(name) or "khac")
+    return Category(name=name, slug=make_slug(name) or "khac")
 
 
 def parse_date(value: str, zone: ZoneInfo) -> datetime:
@@ -58,16 +69,25 @@ def parse_date(value: str, zone: ZoneInfo) -> datetime:
     if match:
         day, month, year = int(match["d"]), int(match["m"]), int(match["y"])
         hour, minute, second = int(match["H"] or 0), int(match["M"] or 0), int(match["S"] or 0)
-        return datetime(year, month, day, hour, minute, second, tzinfo=zone)
+        return _in_range(datetime(year, month, day, hour, minute, second, tzinfo=zone), value)
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), tzinfo=zone)
-        parsed = datetime.fromisoformat(text)
+            parsed = datetime.combine(date.fromisoformat(text), time(), tzinfo=zone)
+        else:
+            parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(
             f"{value!r} is not a date; write 2024-05-31, 2024-05-31T08:00+07:00 or 31/05/2024 08:00"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
+    return _in_range(parsed if parsed.tzinfo else parsed.replace(tzinfo=zone), value)
+
+
+def _in_range(value: datetime, written: str) -> datetime:
+    if value.year not in YEARS:
+        raise ValueError(
+            f"{written!r}: the year must be between {YEARS.start} and {YEARS.stop - 1}"
+        )
+    return value
 
 
 def parse_markdown(text: str, source: str, zone: ZoneInfo) -> Article:
@@ -86,7 +106,8 @@ def parse_markdown(text: str, source: str, zone: ZoneInfo) -> Article:
         meta = yaml.load(match.group(1), Loader=_StringLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (front matter line {mark.line + 1})" if mark is not None else ""
+        # the line number an editor shows: the opening '---' is line 1 of the file
+        where = f" (line {mark.line + 2})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "cannot be read"
         raise ArticleError(source, f"front matter is not valid YAML{where}: {problem}") from None
     if meta is None:
@@ -176,7 +197,7 @@ def _article(
         raise ArticleError(source, "front matter has no 'date'; add one, like 'date: 2024-05-31'")
     stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     slug_text = text("slug")
-    slug = slugify(slug_text or stem)
+    slug = make_slug(slug_text or stem)
     if not slug:
         raise ArticleError(
             source, f"cannot make a URL slug from {slug_text or stem!r}; add 'slug:'"

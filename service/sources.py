@@ -92,11 +92,17 @@ class Source:
         visited: set[str],
     ) -> None:
         try:
-            entries = list(os.scandir(directory))
+            # sorted: which of two links to one directory is walked must not depend on the
+            # file system's order, or an article's id would change from machine to machine
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as exc:
-            problems.append(
-                ArticleError(prefix or ".", f"directory cannot be read: {exc.strerror}")
-            )
+            if not prefix:
+                raise ConfigError(
+                    self.root,
+                    f"source directory cannot be read ({exc.strerror}); "
+                    "check its permissions or set [source] dir in the config",
+                ) from None
+            problems.append(ArticleError(prefix, f"directory cannot be read: {exc.strerror}"))
             return
         for entry in entries:
             name = entry.name
