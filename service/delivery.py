@@ -1,0 +1,315 @@
+"""A digest run: claim in the ledger, compose, send concurrently, record every outcome.
+
+The subscribers file is streamed in chunks: each chunk's digests are committed as pending,
+composed and queued (the queue is bounded, so memory stays flat in the number of subscribers),
+and each message is marked sent on the server's 250. Temporary failures are retried with
+backoff within the run and otherwise stay pending for the next one; permanent failures are
+recorded with the server's reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from service.digest import Composer, select
+from service.mailer import Outcome, Transport
+from service.metrics import Metrics
+from service.model import Article, Frequency, Subscriber
+from service.state import Claim, Delivery, State
+from service.subscribers import Entry
+
+log = logging.getLogger("bantin.digest")
+
+CHUNK = 256
+GIVE_UP_AFTER = 20  # network failures in a row, with nothing accepted, end the sending
+
+
+@dataclass(slots=True)
+class RunReport:
+    frequency: str
+    dry_run: bool = False
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    subscribers: int = 0
+    invalid: int = 0
+    seconds: float = 0.0
+    stopped: str | None = None  # why sending stopped early, if it did
+    suspended: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped is None and self.deferred == 0
+
+    def summary(self) -> str:
+        rate = self.sent / self.seconds if self.seconds > 0 else 0.0
+        verb = "would send" if self.dry_run else "sent"
+        line = (
+            f"bantin digest {self.frequency}: {self.sent} {verb}, {self.deferred} deferred, "
+            f"{self.failed} failed, {self.subscribers} subscribers read"
+        )
+        if self.invalid:
+            line += f" ({self.invalid} invalid skipped)"
+        line += f", {self.seconds:.1f} s, {rate:.0f} messages/s"
+        if self.stopped:
+            line += f"; stopped early: {self.stopped}"
+        return line
+
+
+Progress = Callable[[RunReport], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    delivery: Delivery
+    subscriber: Subscriber
+    data: bytes
+
+
+class DigestRun:
+    """One run over the subscribers file for one frequency."""
+
+    def __init__(
+        self,
+        state: State,
+        composer: Composer,
+        transport: Transport,
+        *,
+        metrics: Metrics | None = None,
+        progress: Progress | None = None,
+        retry_delays: Sequence[float] = (2.0, 10.0),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.state = state
+        self.composer = composer
+        self.transport = transport
+        self.metrics = metrics
+        self.progress = progress
+        self.retry_delays = retry_delays
+        self.clock = clock
+        self._network_failures = 0
+
+    async def run(
+        self,
+        frequency: Frequency,
+        published: Sequence[Article],
+        entries: Iterable[Entry],
+        *,
+        dry_run: bool = False,
+    ) -> RunReport:
+        """Send the due digests of ``frequency``; ``published`` is every published article now."""
+        started = time.monotonic()
+        now = self.clock()
+        report = RunReport(frequency, dry_run=dry_run)
+        by_id = {a.id: a for a in published}
+        if not dry_run:
+            self.state.record_articles(by_id, now)
+        top = self.state.last_seq()
+        low = self.state.min_cursor(frequency)
+        fresh = [
+            (seq, by_id[i])
+            for seq, i in self.state.articles_after(top if low is None else low)
+            if i in by_id
+        ]
+        if dry_run:
+            unseen = [a for a in published if a.id not in self.state.seen_articles(by_id)]
+            fresh += [(top + n, a) for n, a in enumerate(unseen, start=1)]
+        pending: dict[str, list[Delivery]] = {}
+        if not dry_run:
+            for delivery in self.state.pending():
+                pending.setdefault(delivery.email, []).append(delivery)
+
+        queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.transport.concurrency * 4)
+        retry: list[tuple[Delivery, Subscriber]] = []
+        workers = [
+            asyncio.create_task(self._worker(queue, report, retry, dry_run))
+            for _ in range(self.transport.concurrency)
+        ]
+        try:
+            chunk: list[Subscriber] = []
+            file_ok = True
+            for entry in entries:
+                if entry.subscriber is None:
+                    report.invalid += 1
+                    file_ok = False
+                    if entry.problem:
+                        log.warning("not mailed: %s", entry.problem)
+                    continue
+                chunk.append(entry.subscriber)
+                if len(chunk) >= CHUNK:
+                    await self._chunk(
+                        chunk, frequency, fresh, top, pending, queue, report, by_id, now, dry_run
+                    )
+                    chunk = []
+                if report.stopped:
+                    break
+            if chunk and not report.stopped:
+                await self._chunk(
+                    chunk, frequency, fresh, top, pending, queue, report, by_id, now, dry_run
+                )
+            if file_ok and not report.stopped:
+                for deliveries in pending.values():
+                    for delivery in deliveries:
+                        self.state.cancel(
+                            delivery.id, "address removed from the subscribers file", now
+                        )
+                        report.cancelled += 1
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        for delay in self.retry_delays:
+            if not retry or report.stopped:
+                break
+            await asyncio.sleep(delay)
+            again, retry[:] = list(retry), []
+            report.deferred -= len(again)
+            workers = [
+                asyncio.create_task(self._worker(queue, report, retry, dry_run))
+                for _ in range(self.transport.concurrency)
+            ]
+            for delivery, subscriber in again:
+                await self._enqueue(delivery, subscriber, queue, report, by_id, now)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        report.seconds = time.monotonic() - started
+        if self.progress:
+            self.progress(report)
+        return report
+
+    async def _chunk(
+        self,
+        chunk: list[Subscriber],
+        frequency: Frequency,
+        fresh: Sequence[tuple[int, Article]],
+        top: int,
+        pending: dict[str, list[Delivery]],
+        queue: asyncio.Queue[_Job | None],
+        report: RunReport,
+        by_id: dict[str, Article],
+        now: datetime,
+        dry_run: bool,
+    ) -> None:
+        states = self.state.sync_subscribers(chunk, now, record=not dry_run)
+        report.subscribers += len(chunk)
+        claims: list[Claim] = []
+        advance: list[str] = []
+        lookup: dict[str, Subscriber] = {}
+        for subscriber in chunk:
+            lookup[subscriber.key] = subscriber
+            status = states[subscriber.key]
+            for delivery in pending.pop(subscriber.key, []):
+                if status.active:
+                    await self._enqueue(delivery, subscriber, queue, report, by_id, now)
+                else:
+                    self.state.cancel(delivery.id, "unsubscribed or suspended", now)
+                    report.cancelled += 1
+            if subscriber.frequency != frequency or not status.active:
+                continue
+            advance.append(subscriber.key)
+            chosen = select(status.cursor, fresh, subscriber)
+            if chosen:
+                claims.append(Claim(subscriber, frequency, tuple(a.id for a in chosen)))
+        if dry_run:
+            for claim in claims:
+                articles = [by_id[i] for i in claim.article_ids if i in by_id]
+                self.composer.compose(
+                    claim.subscriber, articles, frequency, "<dry-run@bantin>", now
+                )
+                report.sent += 1
+            return
+        for delivery in self.state.claim(claims, advance, top, self.composer.domain, now):
+            await self._enqueue(delivery, lookup[delivery.email], queue, report, by_id, now)
+
+    async def _enqueue(
+        self,
+        delivery: Delivery,
+        subscriber: Subscriber,
+        queue: asyncio.Queue[_Job | None],
+        report: RunReport,
+        by_id: dict[str, Article],
+        now: datetime,
+    ) -> None:
+        if report.stopped:
+            return
+        articles = [by_id[i] for i in delivery.article_ids if i in by_id]
+        if not articles:
+            self.state.cancel(delivery.id, "its articles are no longer published", now)
+            report.cancelled += 1
+            return
+        articles.sort(key=lambda a: (a.date, a.id), reverse=True)
+        data = self.composer.compose(
+            subscriber, articles, delivery.frequency, delivery.message_id, now
+        )
+        await queue.put(_Job(delivery, subscriber, data))
+
+    async def _worker(
+        self,
+        queue: asyncio.Queue[_Job | None],
+        report: RunReport,
+        retry: list[tuple[Delivery, Subscriber]],
+        dry_run: bool,
+    ) -> None:
+        while (job := await queue.get()) is not None:
+            if report.stopped:
+                continue  # left pending in the ledger for the next run
+            outcome = await self.transport.send(
+                self.composer.sender, job.subscriber.email, job.data
+            )
+            self._record(job, outcome, report, retry)
+            if self.progress:
+                self.progress(report)
+
+    def _record(
+        self,
+        job: _Job,
+        outcome: Outcome,
+        report: RunReport,
+        retry: list[tuple[Delivery, Subscriber]],
+    ) -> None:
+        now = self.clock()
+        delivery = job.delivery
+        if self.metrics and outcome.seconds:
+            self.metrics.smtp_seconds.observe(outcome.seconds)
+        if outcome.ok:
+            self.state.mark_sent(delivery.id, delivery.email, now)
+            report.sent += 1
+            self._network_failures = 0
+            if self.metrics:
+                self.metrics.digests_sent.inc()
+            return
+        if outcome.permanent:
+            suspended = self.state.mark_failed(
+                delivery.id, delivery.email, outcome.code, outcome.reply, now
+            )
+            report.failed += 1
+            log.warning("refused: %s: %s %s", job.subscriber.email, outcome.code, outcome.reply)
+            if suspended:
+                report.suspended.append(delivery.email)
+                log.warning(
+                    "suspended %s after repeated refusals; `bantin resume %s` lifts it",
+                    delivery.email,
+                    delivery.email,
+                )
+            if self.metrics:
+                self.metrics.failed(outcome.reason)
+            return
+        self.state.mark_deferred(delivery.id, outcome.code, outcome.reply, now)
+        report.deferred += 1
+        retry.append((delivery, job.subscriber))  # recomposed on retry: no bytes held meanwhile
+        if self.metrics:
+            self.metrics.deferred(outcome.reason)
+        log.info("deferred: %s: %s %s", job.subscriber.email, outcome.code or "", outcome.reply)
+        if outcome.code is None:
+            self._network_failures += 1
+            if self._network_failures >= GIVE_UP_AFTER:
+                report.stopped = (
+                    f"the mail server kept failing ({outcome.reply}); the rest stays pending"
+                )
