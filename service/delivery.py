@@ -94,6 +94,12 @@ class DigestRun:
         self.retry_delays = retry_delays
         self.clock = clock
         self._network_failures = 0
+        self.report: RunReport | None = None
+
+    def stop(self, reason: str) -> None:
+        """Send nothing more: what is in flight finishes, the rest stays pending for later."""
+        if self.report is not None and self.report.stopped is None:
+            self.report.stopped = reason
 
     async def run(
         self,
@@ -106,7 +112,7 @@ class DigestRun:
         """Send the due digests of ``frequency``; ``published`` is every published article now."""
         started = time.monotonic()
         now = self.clock()
-        report = RunReport(frequency, dry_run=dry_run)
+        report = self.report = RunReport(frequency, dry_run=dry_run)
         by_id = {a.id: a for a in published}
         if not dry_run:
             self.state.record_articles(by_id, now)

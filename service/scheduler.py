@@ -1,0 +1,106 @@
+"""When things run: cron timing (pure, testable with a fake clock) and the APScheduler wiring.
+
+APScheduler 3.x traps handled here (see GOTCHAS): weekday numbering (cron.py translates),
+the 1-second default misfire grace (we coalesce and run late jobs whenever they can run),
+triggers that ignore the scheduler's zone (every trigger gets ``timezone=``), and a shutdown
+that cancels running coroutines (the service stops its runs itself before shutting down).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from service.cron import parse_cron
+
+log = logging.getLogger("bantin.scheduler")
+
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+
+
+def cron_trigger(expression: str, zone: ZoneInfo) -> CronTrigger:
+    return CronTrigger(**parse_cron(expression).trigger_fields(), timezone=zone)
+
+
+def next_run(expression: str, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first time strictly after ``after`` at which ``expression`` fires in ``zone``."""
+    fire: datetime | None = cron_trigger(expression, zone).get_next_fire_time(
+        None, after + timedelta(microseconds=1)
+    )
+    if fire is None:  # a 5-field cron always fires again; guard against a future change
+        raise ValueError(f"{expression!r} never fires")
+    return fire
+
+
+def missed(expression: str, zone: ZoneInfo, last_run: datetime | None, now: datetime) -> bool:
+    """True if ``expression`` should have fired between ``last_run`` and ``now``.
+
+    With no run on record (a new installation) nothing was missed.
+    """
+    if last_run is None:
+        return False
+    return next_run(expression, zone, last_run) <= now
+
+
+Job = Callable[[], Awaitable[Any]]
+
+
+class Scheduler:
+    """The service's jobs on an AsyncIOScheduler in the running loop."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self._scheduler = AsyncIOScheduler(timezone=zone, job_defaults=JOB_DEFAULTS)
+        self._crons: dict[str, str] = {}
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def pause(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.pause()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def every(self, job_id: str, seconds: float, job: Job, *, start_now: bool = True) -> None:
+        trigger = IntervalTrigger(seconds=seconds, timezone=self.zone)
+        existing = self._scheduler.get_job(job_id)
+        if existing is not None:
+            existing.reschedule(trigger)
+            return
+        first = datetime.now(self.zone) if start_now else None
+        kwargs: dict[str, Any] = {"next_run_time": first} if first else {}
+        self._scheduler.add_job(job, trigger, id=job_id, name=job_id, **kwargs)
+
+    def cron(self, job_id: str, expression: str, job: Job) -> None:
+        """Run ``job`` at ``expression`` (5-field cron in the site zone); replaces a changed one."""
+        if self._crons.get(job_id) == expression and self._scheduler.get_job(job_id):
+            return
+        trigger = cron_trigger(expression, self.zone)
+        if self._scheduler.get_job(job_id):
+            self._scheduler.reschedule_job(job_id, trigger=trigger)
+            log.info("schedule %s is now %r", job_id, expression)
+        else:
+            self._scheduler.add_job(job, trigger, id=job_id, name=job_id)
+        self._crons[job_id] = expression
+
+    def once(self, job_id: str, job: Job) -> None:
+        """Run ``job`` as soon as possible (catch-up runs, reloads on SIGHUP)."""
+        self._scheduler.add_job(job, id=job_id, name=job_id, replace_existing=True)
+
+    def next_times(self) -> dict[str, str]:
+        times = {}
+        for job in self._scheduler.get_jobs():
+            when = getattr(job, "next_run_time", None)
+            if when is not None:
+                times[job.id] = when.isoformat(timespec="seconds")
+        return times
