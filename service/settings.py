@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from service.cron import CronSyntaxError, parse_cron
@@ -165,16 +165,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = _CURRENT_FILE.get("path")
+        data = _CURRENT_FILE.get("data")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        if data is not None:
+            # the file as load_settings already parsed it: TomlConfigSettingsSource would read
+            # it a second time, and choke on a UTF-8 BOM that load_settings accepted
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return tuple(sources)
 
 
-# settings_customise_sources is a classmethod with a fixed signature: the file to read travels
+# settings_customise_sources is a classmethod with a fixed signature: the parsed file travels
 # beside it. load_settings is the only writer and is not re-entered.
-_CURRENT_FILE: dict[str, Path | None] = {"path": None}
+_CURRENT_FILE: dict[str, dict[str, Any] | None] = {"data": None}
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -193,17 +195,17 @@ def load_settings(path: Path) -> Settings:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"cannot read the config file: {exc}") from exc
     try:
-        tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(str(exc))
         raise ConfigError(path, f"not valid TOML: {exc}", line) from exc
-    _CURRENT_FILE["path"] = path
+    _CURRENT_FILE["data"] = data
     try:
         return Settings()  # type: ignore[call-arg]
     except ValidationError as exc:
         raise _config_error(path, text, exc) from None
     finally:
-        _CURRENT_FILE["path"] = None
+        _CURRENT_FILE["data"] = None
 
 
 def _toml_error_line(message: str) -> int | None:
