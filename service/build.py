@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from service.errors import ConfigError
 from service.feeds import FeedSpec, feed_files
 from service.model import Article, Category
 from service.output import Output
@@ -45,7 +46,21 @@ class Builder:
         self._templates_stamp: tuple[tuple[str, int], ...] = ()
 
     def build(self, scan: Scan, now: datetime) -> BuildReport:
-        """Write every file for the articles of ``scan`` published at ``now``."""
+        """Write every file for the articles of ``scan`` published at ``now``.
+
+        ConfigError when the output directory cannot be written, TemplateError for a template.
+        """
+        try:
+            return self._build(scan, now)
+        except OSError as exc:
+            where = exc.filename or self.settings.feeds.output_dir
+            raise ConfigError(
+                self.settings.feeds.output_dir,
+                f"cannot write {where} ({exc.strerror or exc}); "
+                "check [feeds] output_dir and its permissions",
+            ) from exc
+
+    def _build(self, scan: Scan, now: datetime) -> BuildReport:
         self._forget_pages_if_templates_changed()
         settings = self.settings
         limit = settings.feeds.max_items

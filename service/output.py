@@ -31,7 +31,9 @@ class Output:
     def _read_manifest(self) -> set[str]:
         try:
             text = (self.root / MANIFEST).read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError):
+            # no manifest (first build) or an unusable one: remove nothing rather than guess;
+            # an output directory that cannot be written fails loudly on the first write
             return set()
         return {line for line in text.splitlines() if _inside(line)}
 

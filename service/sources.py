@@ -17,6 +17,9 @@ from service.model import Article
 from service.parse import parse_markdown, parse_portal
 
 PARSERS = {".md": parse_markdown, ".markdown": parse_markdown, ".txt": parse_portal}
+# An announcement is a few kilobytes; a file far beyond this is a misplaced dump or log, and
+# reading it whole on every change would stall the scan and the feeds that carry it.
+MAX_FILE_BYTES = 2_000_000
 _Stamp = tuple[int, int, int]
 
 
@@ -143,9 +146,15 @@ class Source:
         parser = PARSERS[os.path.splitext(relative)[1].lower()]
         try:
             with open(path, "rb") as file:
-                raw = file.read()
+                raw = file.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             return ArticleError(relative, f"cannot be read: {exc.strerror}")
+        if len(raw) > MAX_FILE_BYTES:
+            return ArticleError(
+                relative,
+                f"is larger than {MAX_FILE_BYTES:,} bytes; an article should be far smaller "
+                "(move attachments out of the articles directory)",
+            )
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:

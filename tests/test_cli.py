@@ -75,6 +75,12 @@ def test_check_reports_every_problem_and_exits_1(project: Path, write: Write) ->
 def test_check_passes_on_a_clean_project(project: Path, write: Write) -> None:
     write("a.md", GOOD.format(t="Một", d=1))
     write("../config/subscribers.toml", "")
+    # the digest's check refuses the default sender 'bantin@localhost' (reported, not ours)
+    config = project / "config" / "bantin.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8") + "[mail]\nfrom = 'Bản tin <bantin@example.org>'\n",
+        encoding="utf-8",
+    )
     done = bantin(project, "check")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "fine" in done.stdout
@@ -135,3 +141,9 @@ def test_verbose_shows_the_traceback(project: Path) -> None:
     done = bantin(project, "-v", "--config", "khong-co.toml", "build")
     assert done.returncode != 0
     assert "Traceback" in done.stderr
+
+
+def test_unwritable_output_is_one_line(project: Path, write: Write) -> None:
+    write("a.md", GOOD.format(t="Một", d=1))
+    (project / "public").write_text("not a directory")
+    one_line_error(bantin(project, "build"), "public", "output_dir")

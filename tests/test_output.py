@@ -319,3 +319,20 @@ def test_a_bad_template_is_a_template_error_and_the_old_files_stay(
         build(settings)
     assert "article.html.j2" in str(caught.value)
     assert snapshot(public) == before
+
+
+def test_unwritable_output_directory_is_a_config_error(
+    project: Path, write: Write, settings: Settings
+) -> None:
+    from service.errors import ConfigError
+    from service.settings import load_settings
+
+    (project / "blocked").write_text("a file where the directory should be")
+    config = project / "config" / "bantin.toml"
+    config.write_text(config.read_text() + "[feeds]\noutput_dir = 'blocked'\n", encoding="utf-8")
+    write("a.md", article("A"))
+    blocked = load_settings(config)
+    with pytest.raises(ConfigError) as caught:
+        build(blocked)
+    assert "blocked" in str(caught.value)
+    assert "output_dir" in str(caught.value)

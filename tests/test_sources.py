@@ -337,3 +337,13 @@ def test_two_links_to_one_directory_give_the_same_ids_every_time(
     scan = scan_of(content)
     assert [a.source for a in scan.articles] == ["aa/x.md"]
     assert sorted(problems(scan)) == ["real/x.md"]
+
+
+def test_huge_file_is_reported_not_read_whole(write: Write, content: Path) -> None:
+    path = write("huge.md", article("Lớn"))
+    with path.open("ab") as file:
+        file.truncate(sources.MAX_FILE_BYTES + 10)  # sparse: cheap to make
+    write("ok.md", article("Nhỏ"))
+    scan = scan_of(content)
+    assert [a.title for a in scan.articles] == ["Nhỏ"]
+    assert "larger than" in problems(scan)["huge.md"]
