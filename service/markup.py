@@ -13,8 +13,10 @@ import unicodedata
 import nh3
 from markdown_it import MarkdownIt
 
-# XML 1.0 forbids these; one of them makes lxml refuse a whole feed.
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# XML 1.0 forbids these; one of them makes lxml refuse a whole feed. DEL and the C1 controls
+# are allowed but discouraged, and feed readers (feedparser among them) turn them into cp1252
+# characters ("\x80" shows as "€"): they are never meant in an announcement, so they go too.
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 _SPACES = re.compile(r"\s+")
 
 _TAGS = {

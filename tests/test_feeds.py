@@ -16,6 +16,9 @@ from typing import Any
 
 import feedparser
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 from lxml import etree
 
 from service.build import Builder
@@ -307,3 +310,30 @@ def test_feed_files_keys_and_hub(settings: Settings) -> None:
     assert json.loads(files["categories/x/feed.json"])["hubs"] == [
         {"type": "WebSub", "url": "https://hub.example/"}
     ]
+
+
+@settings_(max_examples=60, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=200))
+def test_any_text_makes_feeds_that_parse(title: str, body: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    from service.errors import ArticleError
+    from service.parse import parse_markdown
+    from service.settings import SiteSettings
+
+    escaped = title.encode("unicode_escape").decode().replace('"', '\\"')
+    try:
+        article = parse_markdown(
+            f'---\ntitle: "{escaped}"\ndate: 2026-11-20\n---\n{body}\n',
+            "x.md",
+            ZoneInfo("Asia/Ho_Chi_Minh"),
+        )
+    except ArticleError:
+        return
+    site = SiteSettings(title="T", base_url=BASE)
+    files = feed_files(FeedSpec("T", "", [article]), site)
+    for name in ("rss.xml", "atom.xml"):
+        feed = feedparser.parse(files[name])
+        assert feed.bozo == 0, (name, feed.get("bozo_exception"))
+        assert feed.entries[0].title.strip() == article.title.strip()
+    assert json.loads(files["feed.json"])["items"][0]["title"] == article.title

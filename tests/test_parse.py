@@ -423,3 +423,10 @@ def test_portal_nfd_and_crlf() -> None:
     assert article.title == "Tiêu đề"
     assert article.content_html == "<p>Một.</p>"
     assert article.date == datetime(2021, 8, 1, tzinfo=ICT)
+
+
+def test_c1_controls_and_del_are_removed() -> None:
+    # feedparser shows "\x80" as "€": a mis-decoded cp1252 byte, never meant in the text
+    article = parse('title: "A\\x80B\\x9fC\\x7fD"\ndate: 2024-05-31', "x\x85y\x9b")
+    assert article.title == "ABCD"
+    assert article.content_html == "<p>xy</p>"
