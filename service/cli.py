@@ -221,12 +221,16 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
     published = _published(settings, moment, quiet=True)
     state = State(settings.state.url)
     try:
-        status = state.sync_subscribers([subscriber], moment, record=False)[subscriber.key]
         by_id = {a.id: a for a in published}
         top = state.last_seq()
-        fresh = [(seq, by_id[i]) for seq, i in state.articles_after(status.cursor) if i in by_id]
         seen = state.seen_articles(by_id)
-        fresh += [(top + n, a) for n, a in enumerate((a for a in published if a.id not in seen), 1)]
+        unseen = [a for a in published if a.id not in seen]
+        # a real run records today's articles before it first sees a new subscriber
+        status = state.sync_subscribers(
+            [subscriber], moment, record=False, start=top + len(unseen)
+        )[subscriber.key]
+        fresh = [(seq, by_id[i]) for seq, i in state.articles_after(status.cursor) if i in by_id]
+        fresh += [(top + n, a) for n, a in enumerate(unseen, 1)]
         composer = Composer(settings, secret_key(settings, state))
     finally:
         state.close()

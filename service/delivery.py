@@ -117,15 +117,21 @@ class DigestRun:
         if not dry_run:
             self.state.record_articles(by_id, now)
         top = self.state.last_seq()
-        low = self.state.min_cursor(frequency)
+        # every frequency's cursors, not just this one's: the ledger still holds the old
+        # frequency of a subscriber who changed it in the file since the last run
+        low = self.state.min_cursor()
         fresh = [
             (seq, by_id[i])
             for seq, i in self.state.articles_after(top if low is None else low)
             if i in by_id
         ]
+        self._start = None
         if dry_run:
-            unseen = [a for a in published if a.id not in self.state.seen_articles(by_id)]
+            seen = self.state.seen_articles(by_id)
+            unseen = [a for a in published if a.id not in seen]
             fresh += [(top + n, a) for n, a in enumerate(unseen, start=1)]
+            # as a real run would: the articles are recorded before new subscribers are read
+            self._start = top + len(unseen)
         pending: dict[str, list[Delivery]] = {}
         if not dry_run:
             for delivery in self.state.pending():
@@ -203,7 +209,7 @@ class DigestRun:
         now: datetime,
         dry_run: bool,
     ) -> None:
-        states = self.state.sync_subscribers(chunk, now, record=not dry_run)
+        states = self.state.sync_subscribers(chunk, now, record=not dry_run, start=self._start)
         report.subscribers += len(chunk)
         claims: list[Claim] = []
         advance: list[str] = []

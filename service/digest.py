@@ -24,6 +24,7 @@ import css_inline
 from service.errors import ConfigError, TemplateError
 from service.model import Article, Frequency, Subscriber
 from service.settings import Settings
+from service.subscribers import check_address
 from service.templates import Templates
 from service.tokens import unsubscribe_url
 
@@ -31,6 +32,7 @@ EMAIL_TEMPLATES = ["email/subject.txt.j2", "email/digest.txt.j2", "email/digest.
 FREQUENCY_LABELS = {"immediate": "ngay khi có tin", "daily": "hằng ngày", "weekly": "hằng tuần"}
 _WORD_BYTES = 39  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 52 base64 chars + "?=" = 64
 _SPECIALS = set('()<>[]:;@\\,."')
+_LINE_MAX = 900  # bytes of a header value on one line; RFC 5322 allows 998 with the name
 
 
 def select(
@@ -56,10 +58,21 @@ def _check_header(name: str, value: str) -> str:
     return value
 
 
+def _printable(text: str) -> bool:
+    return text.isascii() and all(32 <= ord(c) < 127 for c in text)
+
+
 def encode_words(text: str) -> str:
-    """RFC 2047 encoded words for ``text``, folded with CRLF SP, spaces kept inside the words."""
-    if text.isascii() and all(32 <= ord(c) < 127 for c in text) and "=?" not in text:
-        return text
+    """A header value for ``text``: plain ASCII folded at spaces, else RFC 2047 encoded words.
+
+    Lines are folded with CRLF SP so that no line comes near the 998-byte limit; unfolding
+    gives ``text`` back exactly, spaces included (the stdlib drops the space between encoded
+    words in long subjects, cpython issue 92081).
+    """
+    if _printable(text) and "=?" not in text and not text[:1].isspace():
+        folded = _fold(text)
+        if folded is not None:
+            return folded
     words = []
     chunk = bytearray()
     for char in text:
@@ -73,12 +86,31 @@ def encode_words(text: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(bytes(w)).decode()}?=" for w in words)
 
 
+def _fold(text: str, width: int = 76) -> str | None:
+    """``text`` folded before spaces into lines of about ``width``; None if a word is too long."""
+    words = text.split(" ")
+    lines: list[str] = []
+    line = words[0]
+    for word in words[1:]:
+        # never leave a line of only spaces: RFC 5322 forbids it, and readers strip it
+        if len(line) + 1 + len(word) > width and line.strip() and word:
+            lines.append(line)
+            line = " " + word
+        else:
+            line += " " + word
+    lines.append(line)
+    if any(len(line) > _LINE_MAX for line in lines):
+        return None
+    return "\r\n".join(lines)
+
+
 def format_address(name: str | None, address: str) -> str:
+    """``Name <address>``: the name quoted or encoded as needed; line breaks refused."""
     _check_header("address", address)
     if not name:
         return address
     _check_header("name", name)
-    if name.isascii():
+    if _printable(name) and "=?" not in name and len(name) <= _LINE_MAX:
         if any(c in _SPECIALS for c in name):
             quoted = name.replace("\\", "\\\\").replace('"', '\\"')
             return f'"{quoted}" <{address}>'
@@ -87,7 +119,9 @@ def format_address(name: str | None, address: str) -> str:
 
 
 def _body(data: str) -> bytes:
-    return base64.encodebytes(data.encode("utf-8")).replace(b"\n", b"\r\n")
+    # MIME text is canonical with CRLF line breaks, inside the base64 too (RFC 2046 4.1.1)
+    canonical = data.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    return base64.encodebytes(canonical.encode("utf-8")).replace(b"\n", b"\r\n")
 
 
 class Composer:
@@ -101,7 +135,7 @@ class Composer:
             settings.site.templates_dir, zone=settings.site.zone, language=settings.site.language
         )
         self.sender_name, self.sender = parseaddr(settings.mail.from_)
-        if "@" not in self.sender:
+        if check_address(self.sender):  # also keeps out what SMTP without SMTPUTF8 cannot carry
             raise ConfigError(
                 "[mail] from",
                 f"{settings.mail.from_!r} has no email address; "

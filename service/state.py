@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
 
 from service.errors import StateError
 from service.model import Frequency, Subscriber
@@ -300,24 +301,32 @@ class State:
                 found.update(conn.scalars(select(articles.c.id).where(articles.c.id.in_(chunk))))
         return found
 
-    def min_cursor(self, frequency: Frequency) -> int | None:
+    def min_cursor(self, frequency: Frequency | None = None) -> int | None:
+        """The lowest cursor of the active subscribers (of ``frequency``, if given)."""
+        conditions: list[ColumnElement[bool]] = [
+            subscribers.c.unsubscribed_at.is_(None),
+            subscribers.c.suspended_at.is_(None),
+        ]
+        if frequency is not None:
+            conditions.append(subscribers.c.frequency == frequency)
         with self._tx() as conn:
-            value = conn.scalar(
-                select(func.min(subscribers.c.cursor)).where(
-                    subscribers.c.frequency == frequency,
-                    subscribers.c.unsubscribed_at.is_(None),
-                    subscribers.c.suspended_at.is_(None),
-                )
-            )
+            value = conn.scalar(select(func.min(subscribers.c.cursor)).where(*conditions))
         return None if value is None else int(value)
 
     def sync_subscribers(
-        self, chunk: Sequence[Subscriber], now: datetime, *, record: bool = True
+        self,
+        chunk: Sequence[Subscriber],
+        now: datetime,
+        *,
+        record: bool = True,
+        start: int | None = None,
     ) -> dict[str, SubscriberState]:
         """The state of each subscriber in ``chunk``; those never seen start at the newest article.
 
-        With ``record=False`` nothing is written (previews): unseen subscribers are reported as
-        they would start.
+        With ``record=False`` nothing is written (previews, dry runs): unseen subscribers are
+        reported as they would start. A real run records the articles it sees before it reads
+        the subscribers, so a preview that counts articles not yet recorded passes ``start``,
+        the sequence past those articles, to keep unseen subscribers from the back catalogue.
         """
         keys = [s.key for s in chunk]
         with self._tx() as conn:
@@ -339,7 +348,10 @@ class State:
             frequencies = {r.email: r.frequency for r in rows}
             missing = [s for s in chunk if s.key not in found]
             if missing:
-                start = int(conn.scalar(select(func.coalesce(func.max(articles.c.seq), 0))) or 0)
+                if start is None:
+                    start = int(
+                        conn.scalar(select(func.coalesce(func.max(articles.c.seq), 0))) or 0
+                    )
                 new_rows = {
                     s.key: {
                         "email": s.key,

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slugify import slugify
-
 from service.errors import ConfigError
 from service.markup import clean_text
 from service.model import FREQUENCIES, Subscriber
+from service.parse import category
 
 _HEADER = re.compile(r"^\s*\[\[\s*subscriber\s*\]\]\s*(#.*)?$")
 _TABLE = re.compile(r"^\s*\[")
@@ -145,9 +144,10 @@ def _entry(path: Path, line: int, text: str, seen: set[str], known: dict[str, st
     if categories is not None:
         if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
             return problem(f'categories of {email} must be a list of names, like ["Thông báo"]')
-        slugs = frozenset(slugify(c) for c in categories if slugify(c))
+        # the very slug an article of that category gets (capped, "khac" when empty)
+        slugs = frozenset(category(c).slug for c in categories)
         if known is not None:
-            unknown_categories = sorted(c for c in categories if slugify(c) not in known)
+            unknown_categories = sorted(c for c in categories if category(c).slug not in known)
             if unknown_categories:
                 warning = (
                     f"{path}:{line}: {email} asks for unknown categor"
