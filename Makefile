@@ -27,10 +27,12 @@ test: $(VENV)/.installed-test
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-test
+bench: | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench
 
-bench-quick: $(VENV)/.installed-test
+bench-quick: | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench --quick
 
 clean:

@@ -1,0 +1,479 @@
+"""`python -m bench [--quick]`: run every benchmark, print the table, write bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import data, procs, serve
+
+HERE = Path(__file__).resolve().parent
+BANTIN = str(Path(sys.executable).with_name("bantin"))
+
+QUICK = {
+    "articles": [2000],
+    "subscribers": [1000],
+    "memory": (1000, 3000),
+    "reps": {"rescan": 5, "build": 3, "delivery": 3},
+    "serve_seconds": 2,
+    "send_during": 2000,
+}
+FULL = {
+    "articles": [10_000, 100_000],
+    "subscribers": [10_000, 100_000],
+    "memory": (10_000, 100_000),
+    "reps": {"rescan": 5, "build": 3, "delivery": 3},
+    "serve_seconds": 10,
+    "send_during": 10_000,
+}
+DIGEST_ARTICLES = 60  # published articles at digest time; each subscriber gets the newest 10
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine(sink: str, http_baseline: str) -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as file:
+        for line in file:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="utf-8") as file:
+        memory_kib = int(file.readline().split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "smtp_sink": sink,
+        "http_baseline": http_baseline,
+        "load_generator": serve.load_generator(),
+    }
+
+
+# -- 1 and 2: scan and build -------------------------------------------------------------------
+
+
+def bench_articles(work: Path, count: int, reps: dict[str, int]) -> dict[str, Any]:
+    base = work / f"articles-{count}"
+    content = base / "content"
+    log(f"generating {count} articles")
+    started = time.perf_counter()
+    data.write_articles(content, count)
+    generated = time.perf_counter() - started
+    config = data.make_project(base / "project", content)
+    build_reps = reps["build"] if count <= 10_000 else 1
+
+    builds: list[float] = []
+    parses: list[float] = []
+    parses_in_process: list[float] = []
+    for rep in range(build_reps):
+        log(f"{count} articles: cold bantin build {rep + 1}/{build_reps}")
+        shutil.rmtree(base / "project" / "public", ignore_errors=True)
+        built = procs.run_worker(BANTIN, "--config", str(config), "build", cwd=base / "project")
+        builds.append(built.seconds)
+        parsed = procs.run_worker("parse-baseline", str(content))
+        parses.append(parsed.seconds)
+        parses_in_process.append(parsed.result["seconds"])
+
+    log(f"{count} articles: rescans and one-file rebuilds (in one process)")
+    shutil.rmtree(base / "project" / "public", ignore_errors=True)
+    scan = procs.run_worker("rescan", str(config), "--reps", str(reps["rescan"])).result
+    result = {
+        "articles": count,
+        "generate_seconds": generated,
+        "bantin_build_seconds": builds,
+        "parse_baseline_seconds": parses,
+        "parse_baseline_in_process_seconds": parses_in_process,
+        **scan,
+    }
+    shutil.rmtree(base, ignore_errors=True)
+    return result
+
+
+# -- 3 and 4: delivery and memory --------------------------------------------------------------
+
+
+def digest_project(
+    work: Path, sink: procs.Sink, subscribers: int, frequency: str, **options: Any
+) -> Path:
+    content = work / "digest-content"
+    if not content.exists():
+        data.write_articles(content, DIGEST_ARTICLES, seed=3)
+    base = work / f"digest-{frequency}-{subscribers}"
+    base.mkdir(parents=True, exist_ok=True)
+    file = base / "subscribers.toml"
+    data.write_subscribers(file, subscribers, frequency)
+    return data.make_project(base, content, smtp_port=sink.port, subscribers=file, **options)
+
+
+def bench_delivery(
+    work: Path, sink: procs.Sink, subscribers: int, reps: int, profile: Path | None
+) -> dict[str, Any]:
+    config = digest_project(work, sink, subscribers, "daily")
+    base = config.parent
+    db = base / "var" / "bantin.db"
+    template = base / "template.db"
+    sample = base / "sample.eml"
+    log(f"{subscribers} subscribers: preparing the ledger")
+    setup = procs.run_worker("digest-setup", str(config), "--sample", str(sample)).result
+    db.replace(template)
+    runs: list[dict[str, Any]] = []
+    raws: list[dict[str, Any]] = []
+    for rep in range(reps):
+        log(f"{subscribers} subscribers: digest run {rep + 1}/{reps}")
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(template, db)
+        args = ["digest", str(config)]
+        if profile is not None and rep == 0:
+            args += ["--profile", str(profile)]
+        finished = procs.run_worker(*args)
+        runs.append({**finished.result, "wait4_max_rss_kib": finished.max_rss_kib})
+        log(f"{subscribers} subscribers: raw aiosmtplib baseline {rep + 1}/{reps}")
+        raw = procs.run_worker(
+            "raw-smtp",
+            "--port",
+            str(sink.port),
+            "--count",
+            str(subscribers),
+            "--connections",
+            "4",
+            "--message",
+            str(sample),
+        )
+        raws.append(raw.result)
+    shutil.rmtree(base, ignore_errors=True)
+    return {"subscribers": subscribers, "setup": setup, "runs": runs, "raw_smtp": raws}
+
+
+# -- 5: serving ----------------------------------------------------------------------------------
+
+
+def _sent(db: Path) -> int:
+    """Deliveries the service has marked sent, read beside it (WAL lets readers in)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute("select count(*) from deliveries where status = 'sent'")
+            return int(row.fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def bench_serving(work: Path, sink: procs.Sink, seconds: float, send_count: int) -> dict[str, Any]:
+    port = procs.free_port()
+    config = digest_project(work, sink, send_count, "immediate", http_port=port, scan_interval=1)
+    base = config.parent
+    # every subscriber has seen every article: the one added later is the only news
+    procs.run_worker("digest-setup", str(config), "--fresh", "0")
+    log("starting bantin run")
+    bantin = procs.start(
+        [BANTIN, "--config", str(config), "run"], cwd=base, log=base / "bantin-run.log"
+    )
+    result: dict[str, Any] = {}
+    static = None
+    try:
+        procs.wait_port(port, 180, bantin)
+        url = f"http://127.0.0.1:{port}/rss.xml"
+        serve.wait_ok(url, 180)
+        result["bantin_etag"] = serve.bantin_serves_etag(url)
+        kind, static, static_port = serve.start_static_server(base / "public", work)
+        result["static_server"] = kind
+        static_url = f"http://127.0.0.1:{static_port}/rss.xml"
+        log("serving: bantin run vs " + kind)
+        for name, target in (("bantin", url), ("baseline", static_url)):
+            result[name] = serve.serve_pair(target, seconds, connections=32)
+        procs.stop(static)
+        static = None
+
+        log(f"serving during a {send_count}-message send")
+        result["idle_probe"] = serve.probe(url, 3)
+        db = base / "var" / "bantin.db"
+        data.write_articles(Path(data_dir(config)), 1, seed=99, start_number=900_000)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _sent(db) == 0:
+            time.sleep(0.2)
+        if _sent(db) == 0:
+            result["during_send"] = {
+                "skipped": "bantin run sent nothing within 15 s of a new article "
+                "(no scheduler/immediate digests in `bantin run` yet)"
+            }
+        else:
+            started = time.monotonic()
+            probes: dict[str, Any] = {"requests": 0}
+            while _sent(db) < send_count and time.monotonic() - started < 300:
+                probes = _merge(probes, serve.probe(url, 2))
+            result["during_send"] = {
+                **probes,
+                "sent": _sent(db),
+                "seconds": time.monotonic() - started,
+            }
+    finally:
+        if static is not None:
+            procs.stop(static)
+        procs.stop(bantin)
+    shutil.rmtree(base, ignore_errors=True)
+    return result
+
+
+def data_dir(config: Path) -> str:
+    for line in config.read_text(encoding="utf-8").splitlines():
+        if line.startswith("dir = "):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise ValueError(f"{config}: no [source] dir")
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    if not a.get("requests"):
+        return b
+    return {
+        "requests": a["requests"] + b["requests"],
+        "p50_ms": max(a["p50_ms"], b["p50_ms"]),
+        "p99_ms": max(a["p99_ms"], b["p99_ms"]),  # worst window: conservative
+        "max_ms": max(a["max_ms"], b["max_ms"]),
+    }
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def _s(value: float) -> str:
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    rows: list[dict[str, Any]] = []
+    ratios: dict[str, float] = {}
+
+    def row(name: str, fig: str, base: str, ratio: float, target: str, ok: bool | None) -> None:
+        rows.append(
+            {
+                "figure": name,
+                "value": fig,
+                "baseline": base,
+                "ratio": round(ratio, 3),
+                "target": target,
+                "result": "—" if ok is None else ("pass" if ok else "MISS"),
+            }
+        )
+
+    sizes = figures.get("articles", [])
+    for i, size in enumerate(sizes):
+        n = size["articles"]
+        rescan, walk = median(size["rescan_seconds"]), median(size["scandir_seconds"])
+        ratio = rescan / walk
+        ratios[f"rescan_vs_scandir@{n}"] = ratio
+        row(
+            f"rescan, {n} unchanged",
+            _s(rescan),
+            f"scandir+stat {_s(walk)}",
+            ratio,
+            "≤ 1.5",
+            ratio <= 1.5,
+        )
+        build, parse = median(size["bantin_build_seconds"]), median(size["parse_baseline_seconds"])
+        ratio = build / parse
+        ratios[f"build_vs_parse@{n}"] = ratio
+        limited = n <= 10_000
+        row(
+            f"cold bantin build, {n}",
+            _s(build),
+            f"read+CSafeLoader {_s(parse)}",
+            ratio,
+            "≤ 3" if limited else "report",
+            ratio <= 3 if limited else None,
+        )
+        rebuild, page = median(size["rebuild_seconds"]), median(size["page_seconds"])
+        ratio = rebuild / rescan
+        ratios[f"rebuild_vs_rescan@{n}"] = ratio
+        row(
+            f"one-file rebuild, {n}",
+            _s(rebuild),
+            f"rescan {_s(rescan)} + page {page * 1000:.1f} ms",
+            ratio,
+            f"≤ 1.5×rescan+page = {_s(1.5 * rescan + page)}",
+            rebuild <= 1.5 * rescan + page,
+        )
+        if i == len(sizes) - 1:
+            ratios["rescan_vs_scandir"] = ratios[f"rescan_vs_scandir@{n}"]
+            ratios["rebuild_vs_rescan"] = ratios[f"rebuild_vs_rescan@{n}"]
+        if i == 0:
+            ratios["build_vs_parse"] = ratios[f"build_vs_parse@{n}"]
+
+    deliveries = figures.get("delivery", [])
+    for i, size in enumerate(deliveries):
+        n = size["subscribers"]
+        ours = median([r["messages_per_second"] for r in size["runs"]])
+        raw = median([r["messages_per_second"] for r in size["raw_smtp"]])
+        ratio = ours / raw
+        ratios[f"delivery_vs_raw_smtp@{n}"] = ratio
+        sent = min(r["sent"] for r in size["runs"])
+        row(
+            f"digest delivery, {n} subscribers ({sent} sent)",
+            f"{ours:.0f} msg/s",
+            f"aiosmtplib raw {raw:.0f} msg/s",
+            ratio,
+            "≥ 0.6",
+            ratio >= 0.6,
+        )
+        if i == 0:
+            ratios["delivery_vs_raw_smtp"] = ratio
+
+    memory = figures.get("memory")
+    if memory:
+        small, large = memory["small"], memory["large"]
+        rss_small, rss_large = median(memory["small_rss_kib"]), median(memory["large_rss_kib"])
+        ratio = rss_large / rss_small
+        ratios["memory_large_vs_small"] = ratio
+        row(
+            f"peak RSS of digest run, {large} subscribers",
+            f"{rss_large / 1024:.0f} MiB",
+            f"{small} subscribers {rss_small / 1024:.0f} MiB",
+            ratio,
+            "≤ 1.3",
+            ratio <= 1.3,
+        )
+
+    serving = figures.get("serving")
+    if serving and "bantin" in serving:
+        for kind in ("unconditional", "conditional"):
+            ours, base = serving["bantin"][kind], serving["baseline"][kind]
+            if not ours or not base:
+                continue
+            note = "" if kind == "unconditional" else f" [{serving['bantin']['validator']}]"
+            ratio = ours["requests_per_second"] / base["requests_per_second"]
+            ratios[f"serving_{kind}_vs_static"] = ratio
+            row(
+                f"GET /rss.xml {kind}{note}",
+                f"{ours['requests_per_second']:.0f} req/s, p99 {ours['p99_ms']:.1f} ms",
+                f"{serving['static_server']} {base['requests_per_second']:.0f} req/s, "
+                f"p99 {base['p99_ms']:.1f} ms",
+                ratio,
+                "report",
+                None,
+            )
+        during = serving.get("during_send", {})
+        idle = serving.get("idle_probe", {})
+        if during.get("requests") and idle.get("requests"):
+            ratio = during["p99_ms"] / idle["p99_ms"]
+            ratios["get_p99_during_send_vs_idle"] = ratio
+            row(
+                f"GET p99 during {during['sent']}-message send",
+                f"{during['p99_ms']:.1f} ms (max {during['max_ms']:.0f})",
+                f"idle {idle['p99_ms']:.1f} ms",
+                ratio,
+                "report",
+                None,
+            )
+        elif during.get("skipped"):
+            row("GET during send", "not run", during["skipped"], float("nan"), "report", None)
+    return rows, ratios
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    heads = ["figure", "value", "baseline", "ratio", "target", "result"]
+    cells = [[str(r[h]) for h in heads] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    line = " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))
+    print(line)
+    print("-+-".join("-" * w for w in widths))
+    for c in cells:
+        print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    top = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    top.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    top.add_argument("--only", nargs="*", choices=["scan", "delivery", "memory", "serving"])
+    top.add_argument("--output", default=str(HERE / "results.json"))
+    top.add_argument("--profile", help="write a pyinstrument profile of one digest run here")
+    top.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = top.parse_args(argv)
+
+    def interrupted(signum: int, _frame: object) -> None:
+        # SIGTERM (and SIGINT, which a background job may have ignored) must still run the
+        # finally below: sinks and servers stopped, the temporary folder removed
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    plan = QUICK if args.quick else FULL
+    only = set(args.only or ["scan", "delivery", "memory", "serving"])
+    work = Path(tempfile.mkdtemp(prefix="bantin-bench-"))
+    started = time.monotonic()
+    figures: dict[str, Any] = {"mode": "quick" if args.quick else "full"}
+    sink = procs.start_sink(work)
+    log(f"work in {work}; SMTP sink: {sink.kind} on port {sink.port}")
+    http_baseline = "nginx (1 worker)" if shutil.which("nginx") else "python -m http.server"
+    try:
+        if "scan" in only:
+            figures["articles"] = [bench_articles(work, n, plan["reps"]) for n in plan["articles"]]
+        if "delivery" in only or "memory" in only:
+            profile = Path(args.profile) if args.profile else None
+            figures["delivery"] = []
+            for n in plan["subscribers"]:
+                reps = plan["reps"]["delivery"] if n <= 10_000 else 1
+                figures["delivery"].append(bench_delivery(work, sink, n, reps, profile))
+                profile = None
+        if "memory" in only:
+            small, large = plan["memory"]
+            by_size = {d["subscribers"]: d for d in figures["delivery"]}
+            for n in (small, large):
+                if n not in by_size:
+                    by_size[n] = bench_delivery(work, sink, n, 1, None)
+                    figures.setdefault("memory_runs", []).append(by_size[n])
+            figures["memory"] = {
+                "small": small,
+                "large": large,
+                "small_rss_kib": [r["peak_rss_kib"] for r in by_size[small]["runs"]],
+                "large_rss_kib": [r["peak_rss_kib"] for r in by_size[large]["runs"]],
+            }
+        if "serving" in only:
+            figures["serving"] = bench_serving(
+                work, sink, plan["serve_seconds"], plan["send_during"]
+            )
+    finally:
+        procs.stop(sink.proc)
+        procs.stop_all()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    rows, ratios = rows_and_ratios(figures)
+    results = {
+        "ratios": ratios,
+        "rows": rows,
+        "machine": machine(sink.kind, http_baseline),
+        "seconds": time.monotonic() - started,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "figures": figures,
+    }
+    Path(args.output).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(
+        f"\nbantin benchmarks ({figures['mode']}), {results['machine']['cpu_model']}, "
+        f"{results['machine']['nproc']} CPUs, Python {results['machine']['python']}, "
+        f"SMTP sink: {sink.kind}, load: {results['machine']['load_generator']}\n"
+    )
+    print_table(rows)
+    print(f"\n{time.monotonic() - started:.0f} s; raw figures in {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
