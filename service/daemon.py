@@ -91,10 +91,15 @@ class Service:
         self.health = Health()
         self.scheduler = Scheduler(settings.site.zone)
         self.sending = asyncio.Lock()  # one digest run at a time: they share pending deliveries
+        # one scan at a time: Source is not thread-safe, and whoever scans first must also be
+        # the one who rebuilds and mails the immediate digests
+        self.scanning = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.current_run: DigestRun | None = None
         self.snapshot = self.state.lock_path().parent / "subscribers.last-good.toml"
         self._last_scan: Scan | None = None
+        self._scan_error: str | None = None
+        self._immediate_top: int | None = None  # the newest article the immediate run has seen
         self._rebuild = True
         self._next_due: datetime | None = None
         self._problems: set[str] = set()
@@ -223,43 +228,60 @@ class Service:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    async def scan_job(self) -> None:
-        """Rescan; when something changed (or a scheduled article came due) rebuild and mail."""
+    async def scan_job(self) -> Scan | None:
+        """Rescan; when something changed (or a scheduled article came due) rebuild and mail.
+
+        Returns the scan, or None when the articles could not be scanned.
+        """
+        async with self.scanning:
+            return await self._scan()
+
+    async def _scan(self) -> Scan | None:
         started = time.monotonic()
         moment = _now()
         try:
             scan = await asyncio.to_thread(self.source.scan)
         except BantinError as exc:
+            self._scan_error = str(exc)
             self.health.record("scan", False, str(exc), time.monotonic() - started)
             log.error("scan failed: %s", exc)
-            return
+            return None
+        self._scan_error = None
         self.metrics.run_seconds.labels(job="scan").observe(time.monotonic() - started)
         self._report_problems(scan)
         due = self._next_due is not None and self._next_due <= moment
         first = self._last_scan is None
-        changed = self._rebuild or due or scan is not self._last_scan
+        # scan.changed, not object identity: a scan with problems in it is a new object every
+        # time, and every scan goes through here (under self.scanning), so no change is missed
+        changed = self._rebuild or due or first or bool(scan.changed)
         self.health.record(
             "scan",
             True,
             f"{len(scan.articles)} articles, {len(scan.changed)} changed",
             time.monotonic() - started,
         )
-        if not changed:
-            return
         self._last_scan = scan
-        self._rebuild = False
-        self._next_due = min(
-            (a.date for a in scan.articles if not a.draft and a.date > moment), default=None
-        )
         published = scan.published(moment)
-        await self.build(scan, moment)
-        new = self.state.record_articles((a.id for a in published), moment)
-        if first:
-            # Subscribers are registered after the articles of the first scan, so that a new
-            # installation does not mail its back catalogue.
-            self.reload_subscribers()
-        if new or self.state.counts()["pending"]:
+        pending = False
+        if changed:
+            self._rebuild = False
+            self._next_due = min(
+                (a.date for a in scan.articles if not a.draft and a.date > moment), default=None
+            )
+            await self.build(scan, moment)
+            self.state.record_articles((a.id for a in published), moment)
+            if first:
+                # Subscribers are registered after the articles of the first scan, so that a
+                # new installation does not mail its back catalogue.
+                self.reload_subscribers()
+            pending = self.state.counts()["pending"] > 0
+        # Not "did this scan record new articles": a daily or weekly run may have recorded them
+        # first, and the immediate subscribers must get them all the same.
+        top = self.state.last_seq()
+        if top != self._immediate_top or pending:
+            self._immediate_top = top
             await self.digest("immediate", published)
+        return scan
 
     def _report_problems(self, scan: Scan) -> None:
         current = {str(p) for p in scan.problems}
@@ -305,23 +327,29 @@ class Service:
                 log.warning("WebSub hub %s not reached for %s: %s", hub, path, exc)
 
     async def digest_job(self, frequency: Frequency) -> None:
-        scan = await asyncio.to_thread(self.source.scan)
-        moment = _now()
-        published = scan.published(moment)
-        self.state.record_articles((a.id for a in published), moment)
-        await self.digest(frequency, published)
+        """A scheduled (or catch-up) digest: rescan first, so it carries the latest articles."""
+        started_at = _now()
+        scan = await self.scan_job()
+        if scan is None:
+            reason = f"the articles could not be scanned: {self._scan_error}"
+            self.health.record(f"digest:{frequency}", False, reason, 0.0)
+            self.state.record_run(f"digest:{frequency}", started_at, _now(), False, reason)
+            log.error("digest %s not sent: %s", frequency, reason)
+            return
+        await self.digest(frequency, scan.published(_now()))
 
     async def digest(self, frequency: Frequency, published: list[Article]) -> None:
         if self.stopping.is_set():
             return
         async with self.sending:
+            # asked again: a stop may have come while this run waited for the previous one
+            if self.stopping.is_set() or not self.snapshot.exists():
+                return
             started_at = _now()
             started = time.monotonic()
             transport = transport_for(self.settings)
             run = DigestRun(self.state, self.composer, transport, metrics=self.metrics)
             self.current_run = run
-            if not self.snapshot.exists():
-                return
             entries = read_entries(self.snapshot)
             try:
                 report = await run.run(frequency, published, entries)
@@ -340,7 +368,14 @@ class Service:
             ok = report.stopped is None or self.stopping.is_set()
             self.health.record(f"digest:{frequency}", ok, report.summary(), seconds)
             self.state.record_run(f"digest:{frequency}", started_at, _now(), ok, report.summary())
-            if report.sent or report.deferred or report.failed or not ok:
+            # a scheduled run is worth a line even when it had nothing to send
+            if (
+                frequency != "immediate"
+                or report.sent
+                or report.deferred
+                or report.failed
+                or not ok
+            ):
                 log.info("%s", report.summary())
 
     def catch_up(self) -> None:
@@ -407,13 +442,14 @@ class Service:
         self._http = HttpServer(app, self.settings.server.host, self.settings.server.port)
         await self._http.start()
         await self.scan_job()  # before anything else: articles are recorded before subscribers
-        self.catch_up()
-        self._schedule()
-        self.scheduler.start()
-        log.info(
-            "bantin is running; scans every %d s; Ctrl-C or SIGTERM stops it",
-            self.settings.schedule.scan_interval,
-        )
+        if not self.stopping.is_set():  # a SIGTERM during the first scan: straight to shutdown
+            self.catch_up()
+            self._schedule()
+            self.scheduler.start()
+            log.info(
+                "bantin is running; scans every %d s; Ctrl-C or SIGTERM stops it",
+                self.settings.schedule.scan_interval,
+            )
         http_task = self._http.task
         stop_task = asyncio.create_task(self.stopping.wait())
         waiting = {stop_task} | ({http_task} if http_task else set())
@@ -430,6 +466,10 @@ class Service:
         if not self.stopping.is_set():
             log.info("%s: stopping", sig.name if sig else "stop requested")
         self.stopping.set()
+        # at once, not in shutdown(): the start-up scan's run is awaited before serve() can
+        # get to shutdown(), and it must not send on for minutes after a SIGTERM
+        if self.current_run is not None:
+            self.current_run.stop("the service is stopping")
 
     async def shutdown(self) -> None:
         self.scheduler.pause()
@@ -437,7 +477,9 @@ class Service:
             self.current_run.stop("the service is stopping")
         try:
             async with asyncio.timeout(STOP_GRACE):
-                async with self.sending:
+                # a scan in progress finishes (it may be writing files or the ledger) and
+                # so does what is in flight; then nothing touches the state any more
+                async with self.scanning, self.sending:
                     pass
         except TimeoutError:
             log.warning("in-flight mail did not finish within %.0f s; it stays pending", STOP_GRACE)
