@@ -40,7 +40,9 @@ log = logging.getLogger("bantin.service")
 
 STOP_GRACE = 10.0  # seconds in-flight SMTP transactions get to finish on SIGTERM
 WATCH_INTERVAL = 2.0  # seconds between looks at the config and subscribers files
-RESTART_ONLY = ("server.host", "server.port", "state.url")
+# The HTTP server is bound, and serves the output directory it was given, at start-up: a new
+# output_dir would be written but never served. These keep their old value until a restart.
+RESTART_ONLY = ("server.host", "server.port", "state.url", "feeds.output_dir")
 
 
 def _now() -> datetime:
@@ -157,7 +159,8 @@ class Service:
                 server = new.server.model_copy(
                     update={"host": old.server.host, "port": old.server.port}
                 )
-                new = new.model_copy(update={"server": server, "state": old.state})
+                feeds = new.feeds.model_copy(update={"output_dir": old.feeds.output_dir})
+                new = new.model_copy(update={"server": server, "state": old.state, "feeds": feeds})
             old_subscribers = self.settings.mail.subscribers_file
             self._apply(new)
         except BantinError as exc:

@@ -194,16 +194,21 @@ def test_bad_edits_are_refused_and_the_old_configuration_runs_on(
     assert health["subscribers"]["error"] is None  # type: ignore[index]
 
     # A key that needs a restart is named as such; the rest of the edit applies.
+    # The HTTP server serves the output directory it started with: a new one would be written
+    # but never served, so it waits for a restart like the port.
     other_port = free_port()
-    bantin.write_config(bantin.config_text(port=other_port))
+    moved = bantin.config_text(port=other_port) + '\n[feeds]\noutput_dir = "public2"\n'
+    bantin.write_config(moved)
     bantin.wait(
-        lambda: re.search(r"server\.port changed; .*restart", bantin.log_text()),
+        lambda: re.search(r"server\.port, feeds\.output_dir changed; .*restart", bantin.log_text()),
         10,
-        "the log to name server.port as needing a restart",
+        "the log to name server.port and feeds.output_dir as needing a restart",
     )
     assert bantin.health() is not None  # still on the old port
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{other_port}/healthz", timeout=1)
+    served = bantin.publish("Kết quả tuyển dụng công chức")
+    bantin.wait(lambda: served in feed_titles(bantin), 10, "the next article in /rss.xml")
 
     # SIGHUP reloads at once.
     bantin.signal(signal.SIGHUP)
