@@ -142,7 +142,8 @@ class Composer:
                 "write it like 'Tên <ten@example.org>'",
             )
         self.domain = self.sender.rsplit("@", 1)[1]
-        self.list_id = f"{encode_words(self.site.title)} <bantin.{self.domain}>"
+        # a phrase like a display name: a title such as "Tỉnh <A>, B" must not move the id
+        self.list_id = format_address(self.site.title, f"bantin.{self.domain}")
         self.inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=False)
         self.dkim: tuple[bytes, bytes, bytes] | None = None
         mail = settings.mail

@@ -387,3 +387,42 @@ def test_the_file_transport_writes_one_eml_per_message(harness: Harness, project
         for f in files
     )
     assert tos == addresses
+
+
+def test_invalid_entries_are_never_mailed_and_waiting_mail_follows_the_file(
+    harness: Harness, server: Server
+) -> None:
+    harness.subscribers(
+        subscriber("a@example.org"),
+        subscriber("b@example.org"),
+        subscriber("c@example.org"),
+        subscriber("d@example.org"),
+    )
+    harness.run([article("old")])
+    for address in ("a@example.org", "b@example.org", "c@example.org", "d@example.org"):
+        server.script(address, "450 4.2.1 later", times=2)
+    articles = [article("old"), article("new")]
+    report = harness.run(articles, at=T0 + timedelta(hours=1))
+    assert (report.sent, report.deferred) == (0, 4)
+    assert len(harness.state.pending()) == 4
+
+    # b's entry breaks (a line break in the name), c unsubscribes: neither is mailed, and the
+    # file has a problem, so d's pending mail waits although d left the file
+    harness.subscribers(
+        subscriber("a@example.org"),
+        subscriber("b@example.org", name="B\\nBcc: x@example.org"),
+        subscriber("c@example.org"),
+    )
+    harness.state.unsubscribe("c@example.org", T0)
+    report = harness.run(articles, at=T0 + timedelta(hours=2))
+    assert (report.sent, report.invalid, report.cancelled) == (1, 1, 1)
+    assert server.recipients() == ["a@example.org"]
+    assert sorted(d.email for d in harness.state.pending()) == ["b@example.org", "d@example.org"]
+
+    # the file is fixed without d: d's mail is cancelled, b's goes out
+    harness.subscribers(subscriber("a@example.org"), subscriber("b@example.org"))
+    report = harness.run(articles, at=T0 + timedelta(hours=3))
+    assert (report.sent, report.cancelled) == (1, 1)
+    assert server.recipients() == ["a@example.org", "b@example.org"]
+    assert harness.state.pending() == []
+    assert harness.state.counts()["cancelled"] == 2

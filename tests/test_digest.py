@@ -17,10 +17,15 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.utils import parseaddr
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from smtpserver import Server, running_server
 
 from service.digest import Composer, select
@@ -198,6 +203,15 @@ def test_a_sender_address_that_smtp_cannot_carry_is_refused_at_start(project: Pa
             Composer(load_settings(config), KEY)
 
 
+@pytest.mark.parametrize("title", ["Tỉnh <A>, B", "Office <evil.example.org> (x)", LONG_TITLE])
+def test_the_list_id_keeps_its_id_whatever_the_site_title(project: Path, title: str) -> None:
+    composer = Composer(configure(project, title.replace('"', "")), KEY)
+    raw = compose(composer).split(b"\r\nList-Id: ", 1)[1].split(b"\r\nList-Unsubscribe:")[0]
+    name, list_id = parseaddr(raw.decode().replace("\r\n", ""))
+    assert list_id == "bantin.tinh.example.gov.vn"
+    assert str(make_header(decode_header(name))) == title
+
+
 def test_select_takes_what_is_new_to_the_subscriber_newest_first() -> None:
     a, b, c = (article(n, n, days=d) for n, d in (("a", 3), ("b", 1), ("c", 2)))
     fresh = [(1, a), (2, b), (3, c)]
@@ -270,3 +284,45 @@ def test_dkim_signs_the_headers_that_matter(project: Path) -> None:
     assert not dkim.verify(
         data.replace(b"List-Unsubscribe: <https://", b"List-Unsubscribe: <http://"), dnsfunc=dns
     )
+
+
+# what the subscribers file and article parsing let through: one line, no control characters
+one_line = (
+    st.text(
+        st.characters(codec="utf-8", blacklist_categories=("Cc", "Cs", "Zl", "Zp")),
+        min_size=1,
+        max_size=150,
+    )
+    .map(lambda t: " ".join(t.split()))
+    .filter(bool)
+)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=one_line, title=one_line)
+def test_any_name_and_title_make_a_well_formed_message(
+    project: Path, name: str, title: str
+) -> None:
+    subject = project / "templates" / "email" / "subject.txt.j2"
+    subject.write_text("{{ articles[0].title }} – {{ site.title }}", encoding="utf-8")
+    composer = Composer(configure(project, LONG_TITLE), KEY)
+    person = Subscriber("hoa.nguyen@example.org", name)
+    data = composer.compose(person, [article("t", title)], "weekly", "<x@tinh.example.gov.vn>", NOW)
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    message = parse(data)
+    assert sorted(message.keys()) == sorted(
+        [
+            "From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
+            "List-Unsubscribe-Post", "Auto-Submitted", "MIME-Version", "Content-Type",
+        ]
+    )  # fmt: skip
+    assert str(message["Subject"]) == f"{title} – {LONG_TITLE}"
+    [to] = message["To"].addresses
+    assert to.addr_spec == "hoa.nguyen@example.org"
+    raw_to = data.split(b"\r\nTo: ", 1)[1].split(b"\r\nSubject: ", 1)[0].decode()
+    phrase = raw_to.rsplit(" <", 1)[0].replace("\r\n", "")
+    decoded = str(make_header(decode_header(phrase))) if "=?" in phrase else to.display_name
+    assert decoded == name
+    text, html = parts(message)
+    assert title in text
+    assert html_escape(title, quote=False) in html or html_escape(title) in html
