@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from service.errors import ConfigError
-from service.feeds import FeedSpec, feed_files
+from service.feeds import FEED_FILES, FeedSpec, feed_files
 from service.model import Article, Category
 from service.output import Output
 from service.settings import Settings
@@ -43,6 +43,8 @@ class Builder:
             settings,
         )
         self._pages: dict[str, Article] = {}  # page path -> the article it was rendered from
+        # feed directory -> the objects its feeds and index page were rendered from
+        self._slices: dict[str, tuple[object, ...]] = {}
         self._templates_stamp: tuple[tuple[str, int], ...] = ()
 
     def build(self, scan: Scan, now: datetime) -> BuildReport:
@@ -74,25 +76,43 @@ class Builder:
 
         written: list[str] = []
         produced: set[str] = set()
+        slices: dict[str, tuple[object, ...]] = {}
 
         def emit(path: str, data: bytes) -> None:
             produced.add(path)
             if self.output.write(path, data):
                 written.append(path)
 
+        def unchanged(prefix: str, key: tuple[object, ...]) -> bool:
+            """True if the files under ``prefix`` were built from these very objects last time."""
+            slices[prefix] = key
+            last = self._slices.get(prefix)
+            if (
+                last is None
+                or len(last) != len(key)
+                or any(a is not b for a, b in zip(last, key, strict=True))
+            ):
+                return False
+            produced.update(prefix + name for name in (*FEED_FILES, "index.html"))
+            return True
+
         hub = settings.feeds.websub_hub
-        site_spec = FeedSpec(settings.site.title, "", published[:limit])
-        for path, data in feed_files(site_spec, settings.site, hub).items():
-            emit(path, data)
-        emit("index.html", self.site.index(published[:limit], ordered))
+        recent = published[:limit]
+        if not unchanged("", (*recent, *ordered)):
+            site_spec = FeedSpec(settings.site.title, "", recent)
+            for path, data in feed_files(site_spec, settings.site, hub).items():
+                emit(path, data)
+            emit("index.html", self.site.index(recent, ordered))
         for category in ordered:
+            prefix = f"categories/{category.slug}/"
             recent = by_category[category.slug][:limit]
-            spec = FeedSpec(
-                f"{settings.site.title}: {category.name}", f"categories/{category.slug}/", recent
-            )
+            if unchanged(prefix, (category, *recent)):
+                continue
+            spec = FeedSpec(f"{settings.site.title}: {category.name}", prefix, recent)
             for path, data in feed_files(spec, settings.site, hub).items():
                 emit(path, data)
-            emit(f"categories/{category.slug}/index.html", self.site.category(category, recent))
+            emit(prefix + "index.html", self.site.category(category, recent))
+        self._slices = slices
 
         pages: dict[str, Article] = {}
         for article in published:
@@ -113,4 +133,5 @@ class Builder:
         )
         if stamp != self._templates_stamp:
             self._pages = {}
+            self._slices = {}
             self._templates_stamp = stamp

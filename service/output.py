@@ -7,8 +7,8 @@ manifest), never an operator's own files in the same directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 MANIFEST = ".bantin-manifest"
@@ -27,6 +27,7 @@ class Output:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._previous = self._read_manifest()
+        self._made: set[str] = set()  # directories known to exist
 
     def _read_manifest(self) -> set[str]:
         try:
@@ -39,21 +40,29 @@ class Output:
 
     def write(self, relative: str, data: bytes) -> bool:
         """Write ``data`` at ``relative`` unless the file already holds it; True if written."""
-        path = self.root / relative
+        path = os.path.join(self.root, relative)
         try:
-            if path.stat().st_size == len(data) and path.read_bytes() == data:
-                return False
+            if os.stat(path).st_size == len(data):
+                with open(path, "rb") as file:
+                    if file.read() == data:
+                        return False
         except FileNotFoundError:
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        parent = os.path.dirname(path)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+        # A dot name in the same directory: never served (dotfiles are refused) and renamed
+        # over the target atomically. The pid keeps two writers from sharing one.
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}.part")
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
-            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         return True
 
@@ -80,4 +89,5 @@ class Output:
                 directory.rmdir()
             except OSError:
                 return
+            self._made.discard(str(directory))
             directory = directory.parent

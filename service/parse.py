@@ -6,7 +6,9 @@ Pure functions: text in, Article out, ArticleError for anything a person must fi
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,15 +51,32 @@ _VN_DATE = re.compile(
     r"(?P<d>\d{1,2})/(?P<m>\d{1,2})/(?P<y>\d{4})"
     r"(?:[ T,]+(?:lúc\s*)?(?P<H>\d{1,2})[:hg](?P<M>\d{2})?(?::(?P<S>\d{2}))?)?"
 )
+_D = str.maketrans({"đ": "d", "Đ": "D"})
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _TRUE = {"true", "yes", "on", "1", "có"}
 _FALSE = {"false", "no", "off", "0", "không", ""}
 
 
 def make_slug(text: str) -> str:
-    """A Vietnamese-aware URL slug ("Lịch tiếp công dân" -> "lich-tiep-cong-dan"), capped."""
-    return slugify(text, max_length=SLUG_MAX, word_boundary=True)
+    """A Vietnamese-aware URL slug ("Lịch tiếp công dân" -> "lich-tiep-cong-dan"), capped.
+
+    Latin text (Vietnamese included) takes a direct path: python-slugify searches the import
+    path on every call (~150 µs), which was a fifth of a cold build. Other scripts still go
+    through python-slugify's transliteration.
+    """
+    stripped = "".join(
+        c for c in unicodedata.normalize("NFKD", text.translate(_D)) if not unicodedata.combining(c)
+    )
+    if not stripped.isascii():
+        return slugify(text, max_length=SLUG_MAX, word_boundary=True)
+    slug = _NOT_SLUG.sub("-", stripped.lower()).strip("-")
+    if len(slug) > SLUG_MAX:
+        cut = slug[: SLUG_MAX + 1]
+        slug = cut.rsplit("-", 1)[0] if "-" in cut else slug[:SLUG_MAX]
+    return slug
 
 
+@functools.lru_cache(maxsize=1024)
 def category(name: str) -> Category:
     return Category(name=name, slug=make_slug(name) or "khac")
 

@@ -154,8 +154,18 @@ class _Sandbox(SandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        self._safe: dict[tuple[type, str], bool] = {}
         for name in ("center", "indent", "tojson", "wordwrap", "replace", "format", "join"):
             self.filters[name] = _guarded_filter(name, self.filters[name])
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # The sandbox's answer depends only on the object's type and the attribute's name, and
+        # asking it is the largest single cost of rendering a digest: remember it.
+        key = (type(obj), attr)
+        safe = self._safe.get(key)
+        if safe is None:
+            safe = self._safe[key] = super().is_safe_attribute(obj, attr, value)
+        return safe
 
     @staticmethod
     def checked_size(value: Any) -> Any:
@@ -203,9 +213,11 @@ class Templates:
         )
         locale = language.replace("-", "_")
 
+        @functools.lru_cache(maxsize=1024)
         def long_date(value: datetime) -> str:
             return format_datetime(value.astimezone(zone), LONG_DATE, locale=locale)
 
+        @functools.lru_cache(maxsize=4096)
         def short_date(value: datetime) -> str:
             return value.astimezone(zone).strftime("%d/%m/%Y")
 

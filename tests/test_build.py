@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import feedparser
+import pytest
 
+from service import build as build_module
 from service.build import Builder
+from service.feeds import FeedSpec
 from service.settings import Settings
 from service.sources import Source
 
@@ -38,3 +42,33 @@ def test_build_writes_feeds_that_parse_back(
     assert len(feedparser.parse(category_feed.read_bytes()).entries) == 1
     again = Builder(settings, settings.site.templates_dir).build(scan, NOW)
     assert again.written == ()
+
+
+def test_rebuild_renders_only_the_feeds_an_edit_touches(
+    settings: Settings,
+    write: Callable[[str, str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write("a.md", article("Lịch tiếp công dân tháng 12", "2026-11-25", "Lịch tiếp công dân"))
+    write("b.md", article("Thông báo nghỉ lễ", "2026-11-20"))
+    source = Source(settings.source.dir, settings.site.zone)
+    builder = Builder(settings, settings.site.templates_dir)
+    builder.build(source.scan(), NOW)
+
+    rendered: list[str] = []
+    real = build_module.feed_files
+
+    def counting(spec: FeedSpec, *args: object) -> dict[str, bytes]:
+        rendered.append(spec.prefix)
+        return real(spec, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(build_module, "feed_files", counting)
+    assert builder.build(source.scan(), NOW).written == ()
+    assert rendered == []  # nothing changed: no feed is even rendered
+
+    time.sleep(0.01)
+    write("b.md", article("Thông báo nghỉ lễ (sửa)", "2026-11-20"))
+    report = builder.build(source.scan(), NOW)
+    assert sorted(rendered) == ["", "categories/thong-bao/"]
+    assert "categories/lich-tiep-cong-dan/rss.xml" not in report.written
+    assert "categories/thong-bao/rss.xml" in report.written

@@ -332,8 +332,10 @@ def test_any_text_makes_feeds_that_parse(title: str, body: str) -> None:
         return
     site = SiteSettings(title="T", base_url=BASE)
     files = feed_files(FeedSpec("T", "", [article]), site)
-    for name in ("rss.xml", "atom.xml"):
+    for name, path in (("rss.xml", "channel/item/title"), ("atom.xml", "{*}entry/{*}title")):
         feed = feedparser.parse(files[name])
         assert feed.bozo == 0, (name, feed.get("bozo_exception"))
-        assert feed.entries[0].title.strip() == article.title.strip()
+        # The text itself through a strict XML parser: feedparser "repairs" titles that look
+        # like mojibake ("Â¡" comes back as "¡"), which is its own business, not ours.
+        assert etree.fromstring(files[name]).findtext(path) == article.title
     assert json.loads(files["feed.json"])["items"][0]["title"] == article.title
