@@ -187,6 +187,7 @@ def cmd_digest(args: argparse.Namespace) -> dict[str, Any]:
     from service.delivery import DigestRun
     from service.digest import Composer
     from service.mailer import SmtpTransport
+    from service.pool import default_processes
     from service.state import State
     from service.subscribers import read_entries
 
@@ -202,7 +203,7 @@ def cmd_digest(args: argparse.Namespace) -> dict[str, Any]:
     try:
         composer = Composer(settings, settings.server.secret_key.get_secret_value().encode())
         transport = SmtpTransport(settings.smtp)
-        run = DigestRun(state, composer, transport, retry_delays=())
+        run = DigestRun(state, composer, transport, retry_delays=(), processes=default_processes())
 
         async def go() -> Any:
             try:

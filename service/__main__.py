@@ -2,4 +2,6 @@
 
 from service.cli import main
 
-raise SystemExit(main())
+# Guarded: worker processes (pool.py) re-import the main module and must not run the CLI.
+if __name__ == "__main__":
+    raise SystemExit(main())

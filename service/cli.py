@@ -20,6 +20,7 @@ from service.digest import Composer, select
 from service.errors import BantinError, ConfigError
 from service.mailer import transport_for
 from service.model import FREQUENCIES, Article, Frequency, Subscriber
+from service.pool import default_processes
 from service.settings import Settings, config_path, load_settings
 from service.site import PAGE_TEMPLATES
 from service.sources import Source
@@ -182,7 +183,9 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
                 if sys.stderr.isatty()
                 else None
             )
-            run = DigestRun(state, composer, transport, progress=progress)
+            run = DigestRun(
+                state, composer, transport, progress=progress, processes=default_processes()
+            )
             entries = read_entries(settings.mail.subscribers_file, known)
 
             async def go() -> RunReport:

@@ -28,6 +28,7 @@ from service.errors import BantinError, ConfigError
 from service.mailer import transport_for
 from service.metrics import Metrics
 from service.model import Article, Frequency, Subscriber
+from service.pool import default_processes
 from service.scheduler import Scheduler, missed
 from service.settings import Settings, load_settings
 from service.sources import Scan, Source
@@ -351,7 +352,13 @@ class Service:
             started_at = _now()
             started = time.monotonic()
             transport = transport_for(self.settings)
-            run = DigestRun(self.state, self.composer, transport, metrics=self.metrics)
+            run = DigestRun(
+                self.state,
+                self.composer,
+                transport,
+                metrics=self.metrics,
+                processes=default_processes(),
+            )
             self.current_run = run
             entries = read_entries(self.snapshot)
             try:

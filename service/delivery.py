@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from service.digest import Composer, select
+from service.errors import BantinError
 from service.mailer import Outcome, Transport
 from service.metrics import Metrics
 from service.model import Article, Frequency, Subscriber
+from service.pool import ComposePool
 from service.state import Claim, Delivery, State
 from service.subscribers import Entry
 
 log = logging.getLogger("bantin.digest")
 
-CHUNK = 256
+CHUNK = 128  # subscribers per ledger transaction; small enough not to stall the HTTP server
 GIVE_UP_AFTER = 20  # network failures in a row, with nothing accepted, end the sending
 
 
@@ -69,7 +71,7 @@ Progress = Callable[[RunReport], None]
 class _Job:
     delivery: Delivery
     subscriber: Subscriber
-    data: bytes
+    data: asyncio.Future[bytes]
 
 
 class DigestRun:
@@ -85,6 +87,7 @@ class DigestRun:
         progress: Progress | None = None,
         retry_delays: Sequence[float] = (2.0, 10.0),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        processes: int = 0,
     ) -> None:
         self.state = state
         self.composer = composer
@@ -92,6 +95,11 @@ class DigestRun:
         self.metrics = metrics
         self.progress = progress
         self.retry_delays = retry_delays
+        self.processes = processes  # worker processes for composing (see pool.py); 0 = inline
+        self._pool = ComposePool(composer, (), 0)
+        self._failing: set[str] = set()  # addresses with permanent failures to clear on a 250
+        self._acks: list[tuple[int, str, bool]] = []
+        self._acked: asyncio.Future[None] | None = None
         self.clock = clock
         self._network_failures = 0
         self.report: RunReport | None = None
@@ -137,7 +145,14 @@ class DigestRun:
             for delivery in self.state.pending():
                 pending.setdefault(delivery.email, []).append(delivery)
 
-        queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.transport.concurrency * 4)
+        needed = {a.id: a for _, a in fresh}
+        for deliveries in pending.values():
+            needed.update((i, by_id[i]) for d in deliveries for i in d.article_ids if i in by_id)
+        self._pool = ComposePool(self.composer, needed.values(), 0 if dry_run else self.processes)
+        # bounded: memory stays flat however many subscribers there are
+        queue: asyncio.Queue[_Job | None] = asyncio.Queue(
+            maxsize=self.transport.concurrency * 4 + 8 * self.processes
+        )
         retry: list[tuple[Delivery, Subscriber]] = []
         workers = [
             asyncio.create_task(self._worker(queue, report, retry, dry_run))
@@ -176,6 +191,25 @@ class DigestRun:
             for _ in workers:
                 await queue.put(None)
             await asyncio.gather(*workers)
+        try:
+            await self._retry(queue, report, retry, dry_run, by_id, now)
+        finally:
+            await asyncio.to_thread(self._pool.close)
+        report.seconds = time.monotonic() - started
+        if self.progress:
+            self.progress(report)
+        return report
+
+    async def _retry(
+        self,
+        queue: asyncio.Queue[_Job | None],
+        report: RunReport,
+        retry: list[tuple[Delivery, Subscriber]],
+        dry_run: bool,
+        by_id: dict[str, Article],
+        now: datetime,
+    ) -> None:
+        """Send the deferred messages again after each delay; what still fails stays pending."""
         for delay in self.retry_delays:
             if not retry or report.stopped:
                 break
@@ -191,10 +225,6 @@ class DigestRun:
             for _ in workers:
                 await queue.put(None)
             await asyncio.gather(*workers)
-        report.seconds = time.monotonic() - started
-        if self.progress:
-            self.progress(report)
-        return report
 
     async def _chunk(
         self,
@@ -217,6 +247,8 @@ class DigestRun:
         for subscriber in chunk:
             lookup[subscriber.key] = subscriber
             status = states[subscriber.key]
+            if status.failures:
+                self._failing.add(subscriber.key)
             for delivery in pending.pop(subscriber.key, []):
                 if status.active:
                     await self._enqueue(delivery, subscriber, queue, report, by_id, now)
@@ -257,10 +289,39 @@ class DigestRun:
             report.cancelled += 1
             return
         articles.sort(key=lambda a: (a.date, a.id), reverse=True)
-        data = self.composer.compose(
+        data = self._pool.compose(
             subscriber, articles, delivery.frequency, delivery.message_id, now
         )
         await queue.put(_Job(delivery, subscriber, data))
+        if data.done():
+            # Composed inline: CPU work on the loop the HTTP server shares; let requests in.
+            await asyncio.sleep(0)
+
+    async def _ack(self, delivery: Delivery) -> None:
+        """Record a 250 before this connection sends anything else.
+
+        Acknowledgements that arrive in the same turn of the loop share one commit: a worker
+        waits for it, so at most one accepted message per connection is unrecorded at any
+        moment, which is what a kill -9 can make arrive twice.
+        """
+        self._acks.append((delivery.id, delivery.email, delivery.email in self._failing))
+        if self._acked is None:
+            self._acked = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        await asyncio.shield(self._acked)
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        done, self._acked = self._acked, None
+        assert done is not None
+        try:
+            self.state.mark_sent_many(acks, self.clock())
+        except BaseException as exc:
+            done.set_exception(exc)
+            return
+        for _, email, _ in acks:
+            self._failing.discard(email)
+        done.set_result(None)
 
     async def _worker(
         self,
@@ -271,10 +332,21 @@ class DigestRun:
     ) -> None:
         while (job := await queue.get()) is not None:
             if report.stopped:
+                job.data.cancel()
                 continue  # left pending in the ledger for the next run
-            outcome = await self.transport.send(
-                self.composer.sender, job.subscriber.email, job.data
-            )
+            try:
+                data = await job.data
+            except BantinError as exc:  # a template that fails: the operator must fix it
+                self.stop(str(exc))
+                log.error("digest for %s not composed: %s", job.subscriber.email, exc)
+                continue
+            except Exception as exc:  # a worker process died: nothing is lost, all stays pending
+                self.stop(f"composing failed: {exc.__class__.__name__}: {exc}")
+                log.exception("digest for %s not composed", job.subscriber.email)
+                continue
+            outcome = await self.transport.send(self.composer.sender, job.subscriber.email, data)
+            if outcome.ok:
+                await self._ack(job.delivery)
             self._record(job, outcome, report, retry)
             if self.progress:
                 self.progress(report)
@@ -291,7 +363,6 @@ class DigestRun:
         if self.metrics and outcome.seconds:
             self.metrics.smtp_seconds.observe(outcome.seconds)
         if outcome.ok:
-            self.state.mark_sent(delivery.id, delivery.email, now)
             report.sent += 1
             self._network_failures = 0
             if self.metrics:
@@ -302,6 +373,7 @@ class DigestRun:
                 delivery.id, delivery.email, outcome.code, outcome.reply, now
             )
             report.failed += 1
+            self._failing.add(delivery.email)
             log.warning("refused: %s: %s %s", job.subscriber.email, outcome.code, outcome.reply)
             if suspended:
                 report.suspended.append(delivery.email)

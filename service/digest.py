@@ -121,7 +121,9 @@ def format_address(name: str | None, address: str) -> str:
 def _body(data: str) -> bytes:
     # MIME text is canonical with CRLF line breaks, inside the base64 too (RFC 2046 4.1.1)
     canonical = data.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
-    return base64.encodebytes(canonical.encode("utf-8")).replace(b"\n", b"\r\n")
+    encoded = base64.b64encode(canonical.encode("utf-8"))
+    # 76-character lines (RFC 2045); slicing once beats encodebytes' per-line encoding
+    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
 
 
 class Composer:

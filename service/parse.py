@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import yaml
-from slugify import slugify
+from slugify import slugify, smart_truncate
 
 from service.errors import ArticleError
 from service.markup import (
@@ -53,6 +53,7 @@ _VN_DATE = re.compile(
 )
 _D = str.maketrans({"đ": "d", "Đ": "D"})
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_NUMBER_COMMA = re.compile(r"(?<=\d),(?=\d)")  # "1,5" -> "15", as python-slugify does
 _TRUE = {"true", "yes", "on", "1", "có"}
 _FALSE = {"false", "no", "off", "0", "không", ""}
 
@@ -67,13 +68,10 @@ def make_slug(text: str) -> str:
     stripped = "".join(
         c for c in unicodedata.normalize("NFKD", text.translate(_D)) if not unicodedata.combining(c)
     )
-    if not stripped.isascii():
+    if not stripped.isascii() or "&" in stripped:  # other scripts, HTML entities
         return slugify(text, max_length=SLUG_MAX, word_boundary=True)
-    slug = _NOT_SLUG.sub("-", stripped.lower()).strip("-")
-    if len(slug) > SLUG_MAX:
-        cut = slug[: SLUG_MAX + 1]
-        slug = cut.rsplit("-", 1)[0] if "-" in cut else slug[:SLUG_MAX]
-    return slug
+    slug = _NOT_SLUG.sub("-", _NUMBER_COMMA.sub("", stripped.lower())).strip("-")
+    return smart_truncate(slug, SLUG_MAX, word_boundary=True, separator="-")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -109,6 +110,60 @@ runs = Table(
 )
 
 
+# Statements of the per-message hot path, built once (building one costs more than running it).
+_SENT = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        status="sent",
+        sent_at=bindparam("at"),
+        last_attempt=bindparam("at"),
+        attempts=deliveries.c.attempts + 1,
+        code=250,
+        reply=None,
+    )
+)
+_ATTEMPT = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        last_attempt=bindparam("at"),
+        attempts=deliveries.c.attempts + 1,
+        code=bindparam("b_code"),
+        reply=bindparam("b_reply"),
+    )
+)
+_CLEAR_FAILURES = (
+    update(subscribers)
+    .where(subscribers.c.email == bindparam("b_email"), subscribers.c.failures != 0)
+    .values(failures=0)
+)
+_COUNT_FAILURE = (
+    update(subscribers)
+    .where(subscribers.c.email == bindparam("b_email"))
+    .values(failures=subscribers.c.failures + 1)
+)
+_FAILURES = select(subscribers.c.failures).where(subscribers.c.email == bindparam("b_email"))
+_SUSPEND = (
+    update(subscribers)
+    .where(subscribers.c.email == bindparam("b_email"), subscribers.c.suspended_at.is_(None))
+    .values(suspended_at=bindparam("at"))
+)
+_TAKEN = select(delivery_items.c.email, delivery_items.c.article_id).where(
+    delivery_items.c.email.in_(bindparam("emails", expanding=True)),
+    delivery_items.c.article_id.in_(bindparam("ids", expanding=True)),
+)
+_ADVANCE = (
+    update(subscribers)
+    .where(
+        subscribers.c.email.in_(bindparam("emails", expanding=True)),
+        subscribers.c.cursor < bindparam("b_cursor"),
+    )
+    .values(cursor=bindparam("b_cursor"))
+)
+
+
 def _ts(moment: datetime) -> float:
     return moment.timestamp()
 
@@ -123,6 +178,7 @@ class SubscriberState:
     cursor: int
     unsubscribed: bool
     suspended: bool
+    failures: int = 0  # permanent failures in a row
 
     @property
     def active(self) -> bool:
@@ -203,12 +259,20 @@ class State:
         except SQLAlchemyError as exc:
             raise StateError(f"state database {self.describe()} cannot be opened: {exc}") from exc
 
+    # the driver connection that records 250s (see _Prepared), opened on first use
+    _raw: Any = None
+    _sent: _Prepared | None = None
+    _clear: _Prepared | None = None
+
     def describe(self) -> str:
         return (
             str(self._sqlite_path) if self._sqlite_path else make_url(self.url).render_as_string()
         )
 
     def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         self.engine.dispose()
 
     @contextmanager
@@ -337,11 +401,16 @@ class State:
                     subscribers.c.unsubscribed_at,
                     subscribers.c.suspended_at,
                     subscribers.c.frequency,
+                    subscribers.c.failures,
                 ).where(subscribers.c.email.in_(keys))
             ).all()
             found = {
                 r.email: SubscriberState(
-                    r.email, r.cursor, r.unsubscribed_at is not None, r.suspended_at is not None
+                    r.email,
+                    r.cursor,
+                    r.unsubscribed_at is not None,
+                    r.suspended_at is not None,
+                    r.failures,
                 )
                 for r in rows
             }
@@ -387,51 +456,59 @@ class State:
         """Commit a pending delivery per claim and move the cursors of ``advance`` to ``cursor``.
 
         Articles already delivered to a subscriber are dropped from their claim (the primary key
-        forbids a second delivery); a claim left empty creates nothing.
+        forbids a second delivery); a claim left empty creates nothing. One query finds what is
+        taken for the whole chunk, and the inserts are batched: this runs once per subscriber.
         """
         created: list[Delivery] = []
         with self._tx() as conn:
-            for claim in claims:
-                email = claim.subscriber.key
-                taken = set(
-                    conn.scalars(
-                        select(delivery_items.c.article_id).where(
-                            delivery_items.c.email == email,
-                            delivery_items.c.article_id.in_(claim.article_ids),
-                        )
+            taken: set[tuple[str, str]] = set()
+            emails = [c.subscriber.key for c in claims]
+            wanted = sorted({i for c in claims for i in c.article_ids})
+            for start in range(0, len(emails), 400):
+                taken.update(
+                    (e, i)
+                    for e, i in conn.execute(
+                        _TAKEN, {"emails": emails[start : start + 400], "ids": wanted}
                     )
                 )
-                ids = tuple(i for i in claim.article_ids if i not in taken)
+            rows: list[dict[str, Any]] = []
+            kept: list[tuple[Claim, tuple[str, ...], str]] = []
+            for claim in claims:
+                email = claim.subscriber.key
+                ids = tuple(i for i in claim.article_ids if (email, i) not in taken)
                 if not ids:
                     continue
                 mid = message_id(email, ids, domain)
-                inserted = conn.execute(
-                    insert(deliveries).values(
-                        email=email,
-                        frequency=claim.frequency,
-                        message_id=mid,
-                        status="pending",
-                        created_at=_ts(now),
-                        attempts=0,
-                    )
-                ).inserted_primary_key
-                assert inserted is not None
-                delivery_id = inserted[0]
-                conn.execute(
-                    insert(delivery_items),
-                    [{"email": email, "article_id": i, "delivery_id": delivery_id} for i in ids],
+                kept.append((claim, ids, mid))
+                rows.append(
+                    {
+                        "email": email,
+                        "frequency": claim.frequency,
+                        "message_id": mid,
+                        "status": "pending",
+                        "created_at": _ts(now),
+                        "attempts": 0,
+                    }
                 )
-                created.append(Delivery(int(delivery_id), email, claim.frequency, mid, ids, 0))
+            if rows:
+                result = conn.execute(
+                    insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
+                    rows,
+                )
+                new_ids = [int(row[0]) for row in result]
+                items = [
+                    {"email": claim.subscriber.key, "article_id": i, "delivery_id": delivery_id}
+                    for delivery_id, (claim, ids, _) in zip(new_ids, kept, strict=True)
+                    for i in ids
+                ]
+                conn.execute(insert(delivery_items), items)
+                created = [
+                    Delivery(delivery_id, claim.subscriber.key, claim.frequency, mid, ids, 0)
+                    for delivery_id, (claim, ids, mid) in zip(new_ids, kept, strict=True)
+                ]
             keys = list(advance)
             for start in range(0, len(keys), 500):
-                conn.execute(
-                    update(subscribers)
-                    .where(
-                        subscribers.c.email.in_(keys[start : start + 500]),
-                        subscribers.c.cursor < cursor,
-                    )
-                    .values(cursor=cursor)
-                )
+                conn.execute(_ADVANCE, {"emails": keys[start : start + 500], "b_cursor": cursor})
         return created
 
     def pending(self) -> list[Delivery]:
@@ -464,37 +541,49 @@ class State:
             for r in rows
         ]
 
+    # The three below run once per message: their statements are built once, at import.
+
     def mark_sent(self, delivery_id: int, email: str, now: datetime) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id)
-                .values(
-                    status="sent",
-                    sent_at=_ts(now),
-                    last_attempt=_ts(now),
-                    attempts=deliveries.c.attempts + 1,
-                    code=250,
-                    reply=None,
-                )
+        self.mark_sent_many([(delivery_id, email, True)], now)
+
+    def mark_sent_many(self, sent: Sequence[tuple[int, str, bool]], now: datetime) -> None:
+        """Record accepted messages, (delivery id, email, clear failures), in one commit.
+
+        Clearing an address's failure count is a second statement, made only for addresses
+        known to have failures: a send of 100,000 messages runs this once per message.
+        """
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+            self._sent = _Prepared(self.engine, _SENT)
+            self._clear = _Prepared(self.engine, _CLEAR_FAILURES)
+        assert self._sent is not None and self._clear is not None
+        at = _ts(now)
+        failing: list[dict[str, Any]] = [{"b_email": e} for _, e, c in sent if c]
+        cursor = self._raw.cursor()
+        try:
+            cursor.executemany(
+                self._sent.sql, self._sent.parameters([{"b_id": d, "at": at} for d, _, _ in sent])
             )
-            conn.execute(
-                update(subscribers)
-                .where(subscribers.c.email == email, subscribers.c.failures != 0)
-                .values(failures=0)
-            )
+            if failing:
+                cursor.executemany(self._clear.sql, self._clear.parameters(failing))
+            self._raw.commit()
+        except Exception as exc:
+            self._raw.rollback()
+            raise StateError(f"state database {self.describe()}: {exc}") from exc
+        finally:
+            cursor.close()
 
     def mark_deferred(self, delivery_id: int, code: int | None, reply: str, now: datetime) -> None:
         with self._tx() as conn:
             conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id)
-                .values(
-                    last_attempt=_ts(now),
-                    attempts=deliveries.c.attempts + 1,
-                    code=code,
-                    reply=reply[:1000],
-                )
+                _ATTEMPT,
+                {
+                    "b_id": delivery_id,
+                    "at": _ts(now),
+                    "b_status": "pending",
+                    "b_code": code,
+                    "b_reply": reply[:1000],
+                },
             )
 
     def mark_failed(
@@ -503,30 +592,19 @@ class State:
         """Record a permanent failure; return True if the address is now suspended."""
         with self._tx() as conn:
             conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id)
-                .values(
-                    status="failed",
-                    last_attempt=_ts(now),
-                    attempts=deliveries.c.attempts + 1,
-                    code=code,
-                    reply=reply[:1000],
-                )
+                _ATTEMPT,
+                {
+                    "b_id": delivery_id,
+                    "at": _ts(now),
+                    "b_status": "failed",
+                    "b_code": code,
+                    "b_reply": reply[:1000],
+                },
             )
-            conn.execute(
-                update(subscribers)
-                .where(subscribers.c.email == email)
-                .values(failures=subscribers.c.failures + 1)
-            )
-            failures = (
-                conn.scalar(select(subscribers.c.failures).where(subscribers.c.email == email)) or 0
-            )
+            conn.execute(_COUNT_FAILURE, {"b_email": email})
+            failures = conn.scalar(_FAILURES, {"b_email": email}) or 0
             if failures >= SUSPEND_AFTER:
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.email == email, subscribers.c.suspended_at.is_(None))
-                    .values(suspended_at=_ts(now))
-                )
+                conn.execute(_SUSPEND, {"b_email": email, "at": _ts(now)})
                 return True
         return False
 
@@ -654,6 +732,28 @@ class State:
                 .order_by(subscribers.c.email)
             ).all()
         return [(str(e), _dt(t) or datetime.min) for e, t in rows]
+
+
+class _Prepared:
+    """A statement compiled once for the dialect in use, run straight through the driver.
+
+    Recording a 250 happens once per message; through SQLAlchemy's execution machinery it
+    cost ~200 us, through the driver ~15 us. The SQL is still SQLAlchemy's, so this works for
+    any database the URL names.
+    """
+
+    def __init__(self, engine: Engine, statement: Any) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        self.sql: str = compiled.string
+        self.fixed: dict[str, Any] = compiled.construct_params({}, _check=False)
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if compiled.positiontup else None
+        )
+
+    def parameters(self, values: list[dict[str, Any]]) -> list[Any]:
+        if self.order is None:
+            return [{**self.fixed, **v} for v in values]
+        return [tuple(v[k] if k in v else self.fixed[k] for k in self.order) for v in values]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
