@@ -86,10 +86,10 @@ class Health:
 
 
 class Service:
-    def __init__(self, settings: Settings, config_file: Path) -> None:
+    def __init__(self, settings: Settings, config_file: Path, state: State | None = None) -> None:
         self.settings = settings
         self.config_file = config_file
-        self.state = State(settings.state.url)
+        self.state = state or State(settings.state.url)
         self.metrics = Metrics()
         self.health = Health()
         self.scheduler = Scheduler(settings.site.zone)
@@ -441,13 +441,14 @@ class Service:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         app = create_app(
             output_dir=self.settings.feeds.output_dir,
-            site_title=self.settings.site.title,
-            max_age=self.settings.schedule.scan_interval,
+            # callables: a live edit of the title, the interval or the templates applies at once
+            site_title=lambda: self.settings.site.title,
+            max_age=lambda: self.settings.schedule.scan_interval,
             secret_key=self.secret_key,
             unsubscribe=self.unsubscribe,
             health=self.health_report,
             metrics=self.metrics,
-            templates=self.templates,
+            templates=lambda: self.templates,
         )
         self._http = HttpServer(app, self.settings.server.host, self.settings.server.port)
         await self._http.start()
@@ -502,6 +503,7 @@ class Service:
 
 def run_service(settings: Settings, config_file: Path, *, log_json: bool = False) -> int:
     """Run until SIGTERM/SIGINT; holds the state's runner lock the whole time."""
-    service = Service(settings, config_file)
-    with service.state.locked("run"):
-        return asyncio.run(service.serve())
+    state = State(settings.state.url)
+    # the lock first: a second instance must stop before it touches anything
+    with state.locked("run"):
+        return asyncio.run(Service(settings, config_file, state).serve())

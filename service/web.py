@@ -275,9 +275,9 @@ def _not_modified(request: Request, etag: str, mtime: float) -> bool:
 class _Site:
     """GET and HEAD for the files of the output directory."""
 
-    def __init__(self, root: Path, max_age: int, metrics: Metrics) -> None:
+    def __init__(self, root: Path, max_age: Callable[[], int], metrics: Metrics) -> None:
         self.root = root
-        self.cache_control = f"public, max-age={max_age}"
+        self.max_age = max_age
         self.metrics = metrics
         self.cache = _FileCache(CACHE_BUDGET)
 
@@ -319,7 +319,7 @@ class _Site:
         headers = {
             "ETag": entry.gz_etag if use_gzip else entry.etag,
             "Last-Modified": formatdate(entry.mtime, usegmt=True),
-            "Cache-Control": self.cache_control,
+            "Cache-Control": f"public, max-age={self.max_age()}",
             "X-Content-Type-Options": "nosniff",
         }
         if compressible:
@@ -387,11 +387,11 @@ class _Unsubscribe:
     def __init__(
         self,
         *,
-        site_title: str,
+        site_title: Callable[[], str],
         secret_key: Callable[[], bytes],
         unsubscribe: Callable[[str], Awaitable[bool]],
         metrics: Metrics,
-        templates: Templates | None,
+        templates: Callable[[], Templates | None],
     ) -> None:
         self.site_title = site_title
         self.secret_key = secret_key
@@ -424,18 +424,19 @@ class _Unsubscribe:
         )
 
     def _render(self, state: UnsubscribeState, email: str | None) -> str:
-        if self.templates is not None:
+        templates, site_title = self.templates(), self.site_title()
+        if templates is not None:
             try:
-                return self.templates.render(
+                return templates.render(
                     UNSUBSCRIBE_TEMPLATE,
                     state=state,
                     email=email or "",
-                    site_title=self.site_title,
+                    site_title=site_title,
                     heading=_HEADINGS[state],
                 )
             except TemplateError as exc:
                 log.warning("%s; using the built-in unsubscribe page", exc)
-        return fallback_unsubscribe_page(state, site_title=self.site_title, email=email)
+        return fallback_unsubscribe_page(state, site_title=site_title, email=email)
 
 
 # --- the app ------------------------------------------------------------------------------
@@ -444,15 +445,16 @@ class _Unsubscribe:
 def create_app(
     *,
     output_dir: Path,
-    site_title: str,
-    max_age: int,
+    site_title: Callable[[], str],
+    max_age: Callable[[], int],
     secret_key: Callable[[], bytes],
     unsubscribe: Callable[[str], Awaitable[bool]],
     health: Callable[[], tuple[dict[str, object], bool]],
     metrics: Metrics,
-    templates: Templates | None = None,
+    templates: Callable[[], Templates | None] = lambda: None,
 ) -> Starlette:
-    """The HTTP app. The callables are asked on every request, so live config applies at once.
+    """The HTTP app. The callables are asked on every request, so live config applies at once
+    (the output directory alone needs a restart).
 
     ``unsubscribe(email)`` records the unsubscription and returns True if it is new;
     ``health()`` returns the JSON body and whether the service is healthy.

@@ -8,10 +8,13 @@ mail that arrives, /healthz, the log, `bantin status`. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import re
 import shutil
 import signal
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -381,3 +384,53 @@ def test_a_scheduled_digest_whose_scan_fails_is_recorded_as_failed(
     assert in_process.health.runs["digest:daily"]["ok"] is False
     assert "content" in in_process.health.runs["digest:daily"]["detail"]
     assert runs["digest:daily"].ok is False
+
+
+def test_a_changed_feed_is_announced_to_the_websub_hub(project: Path) -> None:
+    pings: list[dict[str, list[str]]] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            pings.append(urllib.parse.parse_qs(body.decode()))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    config = project / "config" / "bantin.toml"
+    config.write_text(
+        FILE_CONFIG.replace(
+            "[schedule]", f'[feeds]\nwebsub_hub = "http://127.0.0.1:{hub.server_port}/"\n[schedule]'
+        ),
+        encoding="utf-8",
+    )
+    (project / "config" / "subscribers.toml").write_text("", encoding="utf-8")
+    (project / "content" / "cu.md").write_text(article("Tin cũ", "2024-05-01"), encoding="utf-8")
+    service = Service(load_settings(config), config)
+
+    async def scenario() -> None:
+        await service.scan_job()
+        first = len(pings)
+        await service.scan_job()  # nothing changed: no ping
+        assert len(pings) == first
+        (project / "content" / "moi.md").write_text(
+            article("Tin mới", "2024-05-02", category="Thông báo"), encoding="utf-8"
+        )
+        await service.scan_job()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        service.state.close()
+        hub.shutdown()
+    announced = {p["hub.url"][0] for p in pings if p["hub.mode"] == ["publish"]}
+    base = "https://tinh.example.gov.vn"
+    assert {f"{base}/rss.xml", f"{base}/atom.xml"} <= announced
+    assert f"{base}/categories/thong-bao/rss.xml" in announced
+    assert not any(url.endswith("feed.json") for url in announced)
+    rss = (project / "public" / "rss.xml").read_text(encoding="utf-8")
+    assert f'href="http://127.0.0.1:{hub.server_port}/" rel="hub"' in rss

@@ -59,13 +59,13 @@ class Harness:
         self.fail_unsubscribe = False
         self.app = create_app(
             output_dir=output,
-            site_title="Cổng thông tin <tỉnh>",
-            max_age=60,
+            site_title=lambda: "Cổng thông tin <tỉnh>",
+            max_age=lambda: 60,
             secret_key=lambda: KEY,
             unsubscribe=self._unsubscribe,
             health=lambda: ({"last_scan": {"ok": self.healthy}, "vi": "ổn"}, self.healthy),
             metrics=self.metrics,
-            templates=templates,
+            templates=lambda: templates,
         )
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -473,8 +473,8 @@ def test_the_server_leaves_sigterm_to_the_service(tmp_path: Path) -> None:
     """uvicorn 0.54 would take SIGTERM, and re-raise it after shutdown (exit -15)."""
     app: Starlette = create_app(
         output_dir=_layout(tmp_path),
-        site_title="t",
-        max_age=1,
+        site_title=lambda: "t",
+        max_age=lambda: 1,
         secret_key=lambda: KEY,
         unsubscribe=lambda email: asyncio.sleep(0, result=True),
         health=lambda: ({}, True),
