@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/bantin.toml
 
-.PHONY: run test lint typecheck pytest bench bench-quick clean
+.PHONY: run test bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from service import workers
 from service.errors import ConfigError
 from service.feeds import FEED_FILES, FeedSpec, feed_files
 from service.model import Article, Category
@@ -115,17 +116,37 @@ class Builder:
         self._slices = slices
 
         pages: dict[str, Article] = {}
+        stale: list[Article] = []
         for article in published:
             path = article.page_path() + "index.html"
             pages[path] = article
             produced.add(path)
-            if self._pages.get(path) is not article and self.output.write(
-                path, self.site.article(article)
-            ):
-                written.append(path)
+            if self._pages.get(path) is not article:
+                stale.append(article)
+        written += self._write_pages(stale)
         self._pages = pages
         removed = self.output.finish(produced)
         return BuildReport(len(published), tuple(written), tuple(removed), len(produced))
+
+    def _write_pages(self, articles: list[Article]) -> list[str]:
+        """Render and write article pages; thousands of them (a cold build) on every core."""
+        if len(articles) < workers.PARALLEL_MIN or workers.cores() < 2:
+            return [
+                path
+                for path, data in (
+                    (a.page_path() + "index.html", self.site.article(a)) for a in articles
+                )
+                if self.output.write(path, data)
+            ]
+        written: list[str] = []
+        for batch in workers.map_batches(
+            _write_page_batch,
+            articles,
+            initializer=_start_page_worker,
+            initargs=(self.settings, self.templates_dir),
+        ):
+            written += batch
+        return written
 
     def _forget_pages_if_templates_changed(self) -> None:
         stamp = tuple(
@@ -135,3 +156,24 @@ class Builder:
             self._pages = {}
             self._slices = {}
             self._templates_stamp = stamp
+
+
+_worker_site: tuple[Site, Output] | None = None
+
+
+def _start_page_worker(settings: Settings, templates_dir: Path) -> None:
+    global _worker_site
+    templates = Templates(templates_dir, zone=settings.site.zone, language=settings.site.language)
+    _worker_site = (Site(templates, settings), Output(settings.feeds.output_dir))
+
+
+def _write_page_batch(articles: list[Article]) -> list[str]:
+    """In a worker process: render and write these article pages; the paths written."""
+    assert _worker_site is not None, "worker not initialised"
+    site, output = _worker_site
+    written = []
+    for article in articles:
+        path = article.page_path() + "index.html"
+        if output.write(path, site.article(article)):
+            written.append(path)
+    return written

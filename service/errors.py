@@ -4,8 +4,7 @@ BantinError
 ├── ConfigError(file, line, reason)       bad settings or subscribers file: stop or refuse
 ├── ArticleError(path, reason)            one bad article: skip it and report
 ├── TemplateError(template, reason)       an operator's template fails to load or render
-├── StateError(reason)                    the state database is unusable or locked
-└── DeliveryError(address, code, reply)   the SMTP server refused a message
+└── StateError(reason)                    the state database is unusable or locked
 """
 
 from __future__ import annotations
@@ -25,12 +24,19 @@ class ConfigError(BantinError):
         where = f"{self.file}:{line}" if line else self.file
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        # errors cross process boundaries (worker processes): rebuild them from their fields
+        return (type(self), (self.file, self.reason, self.line))
+
 
 class ArticleError(BantinError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return (type(self), (self.path, self.reason))
 
 
 class TemplateError(BantinError):
@@ -39,18 +45,11 @@ class TemplateError(BantinError):
         self.reason = reason
         super().__init__(f"template {template}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return (type(self), (self.template, self.reason))
+
 
 class StateError(BantinError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-class DeliveryError(BantinError):
-    def __init__(self, address: str, code: int | None, reply: str, *, permanent: bool) -> None:
-        self.address = address
-        self.code = code
-        self.reply = reply
-        self.permanent = permanent
-        kind = "refused" if permanent else "deferred"
-        super().__init__(f"{address}: {kind} by the mail server: {code or ''} {reply}".strip())

@@ -10,12 +10,11 @@ compose inline: starting a process costs more than a few messages.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 
+from service import workers
 from service.digest import Composer
 from service.model import Article, Frequency, Subscriber
 from service.settings import Settings
@@ -44,7 +43,7 @@ def _compose_in_worker(
 
 
 def default_processes() -> int:
-    return max(0, (os.cpu_count() or 1) - 1)
+    return max(0, workers.cores() - 1)
 
 
 class ComposePool:
@@ -78,11 +77,10 @@ class ComposePool:
                 future.set_exception(exc)
             return future
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
+            self._executor = workers.executor(
                 self.processes,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_start_worker,
-                initargs=(
+                _start_worker,
+                (
                     self.composer.settings,
                     self.composer.secret_key,
                     tuple(self.articles.values()),

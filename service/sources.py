@@ -7,12 +7,15 @@ ArticleErrors, never raised; duplicates are resolved deterministically (first pa
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from service import workers
 from service.errors import ArticleError, ConfigError
 from service.model import Article
 from service.parse import parse_markdown, parse_portal
@@ -40,6 +43,53 @@ class Scan:
 # as is every other extension.
 _IGNORED_EXTENSIONS = frozenset([".swp", ".swo", ".tmp"])
 _UNPARSED = ArticleError("", "not parsed yet")
+
+
+def parse_file(root: Path, relative: str, zone: ZoneInfo) -> Article | ArticleError:
+    """Read and parse one article file; every problem comes back as an ArticleError."""
+    path = os.path.join(root, relative)
+    parser = PARSERS[os.path.splitext(relative)[1].lower()]
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return ArticleError(relative, f"cannot be read: {exc.strerror}")
+    if len(raw) > MAX_FILE_BYTES:
+        return ArticleError(
+            relative,
+            f"is larger than {MAX_FILE_BYTES:,} bytes; an article should be far smaller "
+            "(move attachments out of the articles directory)",
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return ArticleError(
+            relative,
+            f"is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 in your editor",
+        )
+    try:
+        return parser(text, relative, zone)
+    except ArticleError as exc:
+        return exc
+
+
+def _parse_batch(
+    root: Path, zone: ZoneInfo, paths: list[str]
+) -> list[tuple[str, Article | ArticleError]]:
+    return [(relative, parse_file(root, relative, zone)) for relative in paths]
+
+
+def parse_files(
+    root: Path, zone: ZoneInfo, paths: list[str]
+) -> Iterator[tuple[str, Article | ArticleError]]:
+    """Parse ``paths``; a cold scan of thousands of files uses every core."""
+    if len(paths) < workers.PARALLEL_MIN or workers.cores() < 2:
+        for relative in paths:
+            yield relative, parse_file(root, relative, zone)
+        return
+    for batch in workers.map_batches(functools.partial(_parse_batch, root, zone), paths):
+        yield from batch
 
 
 class _Walk:
@@ -166,8 +216,8 @@ class Source:
         walk.run(self.root)
         fresh = walk.fresh
         changed = walk.changed
-        for relative in changed:
-            fresh[relative] = (fresh[relative][0], self._parse(relative))
+        for relative, parsed in parse_files(self.root, self.zone, changed):
+            fresh[relative] = (fresh[relative][0], parsed)
         if walk.matched < len(self._files):
             changed += [path for path in self._files if path not in fresh]
         self._files = fresh
@@ -179,33 +229,6 @@ class Source:
         self._walk_problems = problem_keys
         self._last = self._resolve(walk.problems, tuple(sorted(changed)))
         return self._last
-
-    def _parse(self, relative: str) -> Article | ArticleError:
-        path = os.path.join(self.root, relative)
-        parser = PARSERS[os.path.splitext(relative)[1].lower()]
-        try:
-            with open(path, "rb") as file:
-                raw = file.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            return ArticleError(relative, f"cannot be read: {exc.strerror}")
-        if len(raw) > MAX_FILE_BYTES:
-            return ArticleError(
-                relative,
-                f"is larger than {MAX_FILE_BYTES:,} bytes; an article should be far smaller "
-                "(move attachments out of the articles directory)",
-            )
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            return ArticleError(
-                relative,
-                f"is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                "save it as UTF-8 in your editor",
-            )
-        try:
-            return parser(text, relative, self.zone)
-        except ArticleError as exc:
-            return exc
 
     def _resolve(self, problems: list[ArticleError], changed: tuple[str, ...]) -> Scan:
         """Apply duplicate rules to the cached parses: the first path (sorted) wins an id/slug."""

@@ -1,0 +1,66 @@
+"""Worker processes: CPU-bound batches (parsing, rendering, composing) spread over the cores.
+
+The service has threads (scans run in one), so plain fork is unsafe: workers start from a
+forkserver. A batch job is a picklable function of a list; results come back in order.
+Starting workers costs a few hundred milliseconds, so only large jobs use them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+PARALLEL_MIN = 2000  # items below which a job runs in-process: starting workers costs more
+BATCH = 250  # items per task: large enough to amortise pickling, small enough to balance
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def cores() -> int:
+    """The cores worker processes can use: 1 where they cannot start (see ``_can_start``)."""
+    if not _can_start():
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _can_start() -> bool:
+    """Workers re-import the main module: impossible for code read from stdin or ``-c``."""
+    main = sys.modules.get("__main__")
+    if getattr(main, "__spec__", None) is not None:
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
+def executor(
+    processes: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=initializer,
+        initargs=initargs,
+    )
+
+
+def map_batches(
+    job: Callable[[list[T]], R],
+    items: Sequence[T],
+    *,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[R]:
+    """``job(batch)`` for consecutive batches of ``items`` on every core, results in order."""
+    batches = [list(items[i : i + BATCH]) for i in range(0, len(items), BATCH)]
+    with executor(cores(), initializer, initargs) as pool:
+        yield from pool.map(job, batches)
