@@ -20,17 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from service.metrics import Metrics
+from service.static import _Entry, _FileCache, accepts_gzip, etag_matches
 from service.templates import Templates
 from service.tokens import make_token
-from service.web import (
-    HttpServer,
-    _bind,
-    _Entry,
-    _FileCache,
-    accepts_gzip,
-    create_app,
-    etag_matches,
-)
+from service.web import HttpServer, _bind, create_app
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = b"unsubscribe key for tests......."
