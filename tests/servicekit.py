@@ -7,16 +7,10 @@ deadline; a timeout shows the tail of the service's log.
 
 from __future__ import annotations
 
-import asyncio
-import email
-import email.message
-import email.policy
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,17 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiosmtpd.controller import Controller
+from smtpserver import Received, Recorder, free_port, running_server
 
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
@@ -58,67 +45,15 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, log: Path | 
 # --- SMTP -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Mail:
-    recipient: str
-    data: bytes
-
-    @property
-    def message(self) -> email.message.EmailMessage:
-        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(parsed, email.message.EmailMessage)
-        return parsed
-
-    @property
-    def message_id(self) -> str:
-        return str(self.message["Message-ID"])
-
-    @property
-    def text(self) -> str:
-        part = self.message.get_body(("plain",))
-        assert part is not None
-        return str(part.get_content())  # type: ignore[attr-defined]
-
-
-@dataclass
-class Mailbox:
-    """The aiosmtpd handler: every accepted message, per recipient, after an optional delay."""
-
-    delay: float = 0.0  # seconds each DATA takes: a slow server
-    mails: list[Mail] = field(default_factory=list)
-    started: int = 0  # DATA commands begun
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self._lock:
-            self.started += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        data = envelope.original_content or envelope.content
-        with self._lock:
-            for rcpt in envelope.rcpt_tos:
-                self.mails.append(Mail(rcpt, data))
-        return "250 2.0.0 accepted"
-
-    def to(self, address: str) -> list[Mail]:
-        with self._lock:
-            return [m for m in self.mails if m.recipient == address]
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.mails)
+Mail = Received
+Mailbox = Recorder
 
 
 @contextmanager
 def smtp_server(delay: float = 0.0) -> Iterator[tuple[int, Mailbox]]:
-    mailbox = Mailbox(delay=delay)
-    port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port, decode_data=False)
-    controller.start()
-    try:
-        yield port, mailbox
-    finally:
-        controller.stop()
+    """A real SMTP server on a free port; ``delay`` seconds per DATA make it a slow one."""
+    with running_server(data_delay=delay) as server:
+        yield server.port, server.recorder
 
 
 # --- the project and the service ---------------------------------------------------------------

@@ -45,6 +45,12 @@ class Received:
     def message_id(self) -> str:
         return str(self.message["Message-ID"])
 
+    @property
+    def text(self) -> str:
+        part = self.message.get_body(("plain",))
+        assert part is not None
+        return str(part.get_content())  # type: ignore[attr-defined]
+
 
 @dataclass
 class Recorder:
@@ -52,6 +58,7 @@ class Recorder:
 
     data_delay: float = 0.0  # seconds the server takes over each DATA (a slow server)
     received: list[Received] = field(default_factory=list)
+    started: int = 0  # DATA commands begun
     attempts: dict[str, int] = field(default_factory=dict)  # RCPT commands seen per address
     _script: dict[str, list[str]] = field(default_factory=dict)
     _always: dict[str, str] = field(default_factory=dict)
@@ -70,7 +77,12 @@ class Recorder:
             self._always.clear()
 
     def to(self, address: str) -> list[Received]:
-        return [r for r in self.received if r.recipient == address]
+        with self._lock:
+            return [r for r in self.received if r.recipient == address]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.received)
 
     def recipients(self) -> list[str]:
         return [r.recipient for r in self.received]
@@ -94,6 +106,7 @@ class Recorder:
         data = envelope.original_content or envelope.content
         assert isinstance(data, bytes)
         with self._lock:
+            self.started += 1
             for rcpt in envelope.rcpt_tos:
                 self.received.append(Received(rcpt, data))
         if self.data_delay:
