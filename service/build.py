@@ -14,7 +14,7 @@ from pathlib import Path
 from service import workers
 from service.errors import ConfigError
 from service.feeds import FEED_FILES, FeedSpec, feed_files
-from service.model import Article, Category
+from service.model import Article
 from service.output import Output
 from service.settings import Settings
 from service.site import Site
@@ -43,7 +43,9 @@ class Builder:
             Templates(templates_dir, zone=settings.site.zone, language=settings.site.language),
             settings,
         )
-        self._pages: dict[str, Article] = {}  # page path -> the article it was rendered from
+        # id -> article of every page written (the objects are held, so ids are not reused)
+        self._pages: dict[int, Article] = {}
+        self._page_paths: set[str] = set()
         # feed directory -> the objects its feeds and index page were rendered from
         self._slices: dict[str, tuple[object, ...]] = {}
         self._templates_stamp: tuple[tuple[str, int], ...] = ()
@@ -68,12 +70,8 @@ class Builder:
         settings = self.settings
         limit = settings.feeds.max_items
         published = scan.published(now)
-        by_category: dict[str, list[Article]] = {}
-        categories: dict[str, Category] = {}
-        for article in published:
-            by_category.setdefault(article.category.slug, []).append(article)
-            categories.setdefault(article.category.slug, article.category)
-        ordered = sorted(categories.values(), key=lambda c: c.name)
+        sections = scan.recent_by_category(now, limit)
+        ordered = [category for category, _ in sections]
 
         written: list[str] = []
         produced: set[str] = set()
@@ -104,9 +102,8 @@ class Builder:
             for path, data in feed_files(site_spec, settings.site, hub).items():
                 emit(path, data)
             emit("index.html", self.site.index(recent, ordered))
-        for category in ordered:
+        for category, recent in sections:
             prefix = f"categories/{category.slug}/"
-            recent = by_category[category.slug][:limit]
             if unchanged(prefix, (category, *recent)):
                 continue
             spec = FeedSpec(f"{settings.site.title}: {category.name}", prefix, recent)
@@ -115,16 +112,17 @@ class Builder:
             emit(prefix + "index.html", self.site.category(category, recent))
         self._slices = slices
 
-        pages: dict[str, Article] = {}
-        stale: list[Article] = []
-        for article in published:
-            path = article.page_path() + "index.html"
-            pages[path] = article
-            produced.add(path)
-            if self._pages.get(path) is not article:
-                stale.append(article)
+        # Article pages by object identity: the source hands back the same object for an
+        # unchanged file, so set arithmetic on ids finds the few pages to render.
+        current = {id(a): a for a in published}
+        last = self._pages
+        stale = [a for key, a in current.items() if key not in last]
+        for key in last.keys() - current.keys():
+            self._page_paths.discard(last[key].page_path() + "index.html")
+        self._page_paths.update(a.page_path() + "index.html" for a in stale)
+        produced |= self._page_paths
         written += self._write_pages(stale)
-        self._pages = pages
+        self._pages = current
         removed = self.output.finish(produced)
         return BuildReport(len(published), tuple(written), tuple(removed), len(produced))
 
@@ -154,6 +152,7 @@ class Builder:
         )
         if stamp != self._templates_stamp:
             self._pages = {}
+            self._page_paths = set()
             self._slices = {}
             self._templates_stamp = stamp
 

@@ -7,17 +7,18 @@ ArticleErrors, never raised; duplicates are resolved deterministically (first pa
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from service import workers
 from service.errors import ArticleError, ConfigError
-from service.model import Article
+from service.model import Article, Category
 from service.parse import parse_markdown, parse_portal
 
 PARSERS = {".md": parse_markdown, ".markdown": parse_markdown, ".txt": parse_portal}
@@ -27,21 +28,60 @@ MAX_FILE_BYTES = 2_000_000
 _Stamp = tuple[int, int, int]
 
 
-@dataclass(frozen=True, slots=True)
+def _newest_first(article: Article) -> float:
+    return -article.date.timestamp()
+
+
+Section = tuple[Category, list[Article]]
+
+
+@dataclass(frozen=True)
 class Scan:
-    """The outcome of one scan: every valid article (drafts and future ones too), newest first."""
+    """The outcome of one scan: every valid article (drafts and future ones too), newest first.
+
+    Builds and digests ask it for what is published *now* on every run: those answers are
+    binary searches over the date order, not loops over 100,000 articles.
+    """
 
     articles: tuple[Article, ...]
     problems: tuple[ArticleError, ...]
     changed: tuple[str, ...]  # source paths added, modified or removed since the last scan
+    drafts: int = 0  # how many of ``articles`` are drafts
+    # category slug -> (category, its non-draft articles, newest first); made on first use
+    _sections: dict[str, Section] = field(default_factory=dict, compare=False, repr=False)
 
     def published(self, now: datetime) -> list[Article]:
-        return [a for a in self.articles if a.is_published(now)]
+        """Articles that are not drafts and whose date has come, newest first."""
+        start = bisect.bisect_left(self.articles, -now.timestamp(), key=_newest_first)
+        if not self.drafts:
+            return list(self.articles[start:])
+        return [a for a in self.articles[start:] if not a.draft]
+
+    def sections(self) -> dict[str, Section]:
+        if not self._sections:
+            for article in self.articles:
+                if not article.draft:
+                    slug = article.category.slug
+                    if slug not in self._sections:
+                        self._sections[slug] = (article.category, [])
+                    self._sections[slug][1].append(article)
+        return self._sections
+
+    def recent_by_category(self, now: datetime, limit: int) -> list[tuple[Category, list[Article]]]:
+        """Each category's newest ``limit`` published articles, categories by name."""
+        found = []
+        for category, items in self.sections().values():
+            start = bisect.bisect_left(items, -now.timestamp(), key=_newest_first)
+            if start < len(items):
+                found.append((category, items[start : start + limit]))
+        found.sort(key=lambda pair: pair[0].name)
+        return found
 
 
 # Hidden files (and .#lock files), editor backups (*~, *.swp, #autosave#) are skipped silently,
 # as is every other extension.
 _IGNORED_EXTENSIONS = frozenset([".swp", ".swo", ".tmp"])
+_SUFFIXES = tuple(PARSERS)  # as written, lower case: the fast path of a rescan
 _UNPARSED = ArticleError("", "not parsed yet")
 
 
@@ -102,8 +142,8 @@ class _Walk:
     def __init__(self, real_root: str, old: dict[str, tuple[_Stamp, Article | ArticleError]]):
         self.real_root = real_root
         self.old = old
-        self.fresh: dict[str, tuple[_Stamp, Article | ArticleError]] = {}
-        self.changed: list[str] = []  # added or modified: to parse
+        self.seen: list[str] | None = None  # every article file, when asked (see scan)
+        self.changed: list[tuple[str, _Stamp]] = []  # added or modified: to parse
         self.matched = 0  # files of the last scan seen again
         self.problems: list[ArticleError] = []
         self.visited = {real_root}
@@ -120,6 +160,34 @@ class _Walk:
                 self.visited.add(target)
                 self._directory(target, relative + "/", links, root)
 
+    def _unusual(
+        self, entry: os.DirEntry[str], relative: str, links: list[tuple[str, str]]
+    ) -> bool:
+        """An entry the fast path does not take: True if it is an article file to stat."""
+        name = entry.name
+        if name[0] in ".#" or name[-1] == "~":  # hidden, lock, backup and autosave files
+            return False
+        dot = name.rfind(".")
+        extension = name[dot:].lower() if dot > 0 else ""
+        if not entry.is_symlink():
+            return extension in PARSERS
+        if extension in _IGNORED_EXTENSIONS:
+            return False
+        target = os.path.realpath(entry.path)
+        if target != self.real_root and not target.startswith(self.real_root + os.sep):
+            if extension in PARSERS or os.path.isdir(target):
+                self.problems.append(
+                    ArticleError(
+                        relative,
+                        "symlink leads outside the source directory; copy the file in instead",
+                    )
+                )
+            return False
+        if os.path.isdir(target):
+            links.append((relative, target))
+            return False
+        return extension in PARSERS
+
     def _directory(
         self, directory: str, prefix: str, links: list[tuple[str, str]], root: Path
     ) -> None:
@@ -134,55 +202,38 @@ class _Walk:
                 ) from None
             self.problems.append(ArticleError(prefix, f"directory cannot be read: {exc.strerror}"))
             return
-        old, fresh, real_root = self.old, self.fresh, self.real_root
+        old_get, changed = self.old.get, self.changed
+        seen = self.seen.append if self.seen is not None else None
+        matched = 0
         subdirs: list[tuple[str, str]] = []
         with iterator:
             for entry in iterator:
                 name = entry.name
-                first, last = name[0], name[-1]
-                if first == "." or last == "~" or (first == "#" and last == "#"):
-                    continue
-                dot = name.rfind(".")
-                extension = name[dot:].lower() if dot > 0 else ""
                 if entry.is_dir(follow_symlinks=False):
-                    subdirs.append((entry.path, prefix + name + "/"))
+                    if not (name[0] == "." or name[-1] == "~" or name[0] == name[-1] == "#"):
+                        subdirs.append((entry.path, prefix + name + "/"))
                     continue
-                if extension not in PARSERS and (
-                    extension in _IGNORED_EXTENSIONS or not entry.is_symlink()
-                ):
+                # the rare cases (upper-case extensions, links, other files) take the slow path
+                if (
+                    not name.endswith(_SUFFIXES) or name[0] == "." or entry.is_symlink()
+                ) and not self._unusual(entry, prefix + name, links):
                     continue
                 relative = prefix + name
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if target != real_root and not target.startswith(real_root + os.sep):
-                        if extension in PARSERS or os.path.isdir(target):
-                            self.problems.append(
-                                ArticleError(
-                                    relative,
-                                    "symlink leads outside the source directory; "
-                                    "copy the file in instead",
-                                )
-                            )
-                        continue
-                    if os.path.isdir(target):
-                        links.append((relative, target))
-                        continue
-                    if extension not in PARSERS:
-                        continue
                 try:
                     st = entry.stat()
                 except OSError as exc:
                     self.problems.append(ArticleError(relative, f"cannot be read: {exc.strerror}"))
                     continue
                 stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-                known = old.get(relative)
+                if seen is not None:
+                    seen(relative)
+                known = old_get(relative)
                 if known is not None:
-                    self.matched += 1
+                    matched += 1
                     if known[0] == stamp:
-                        fresh[relative] = known
                         continue
-                fresh[relative] = (stamp, _UNPARSED)
-                self.changed.append(relative)
+                changed.append((relative, stamp))
+        self.matched += matched
         for path, relative in subdirs:
             self._directory(path, relative, links, root)
 
@@ -196,6 +247,7 @@ class Source:
         self._files: dict[str, tuple[_Stamp, Article | ArticleError]] = {}
         self._last: Scan | None = None
         self._walk_problems: list[str] = []
+        self._winners: dict[str, Article] = {}  # id -> the article that holds it
 
     def scan(self) -> Scan:
         """Walk the tree; re-parse what changed; return the resolved set of articles.
@@ -214,21 +266,83 @@ class Source:
             ) from None
         walk = _Walk(real_root, self._files)
         walk.run(self.root)
-        fresh = walk.fresh
-        changed = walk.changed
-        for relative, parsed in parse_files(self.root, self.zone, changed):
-            fresh[relative] = (fresh[relative][0], parsed)
-        if walk.matched < len(self._files):
-            changed += [path for path in self._files if path not in fresh]
-        self._files = fresh
+        files = self._files  # updated in place: an unchanged tree of 100,000 costs no copy
+        removals = walk.matched < len(files)  # some file of the last scan was not seen
+        before = {relative: files.get(relative) for relative, _ in walk.changed}
+        stamps = dict(walk.changed)
+        for relative, parsed in parse_files(self.root, self.zone, list(stamps)):
+            files[relative] = (stamps[relative], parsed)
+        changed = list(stamps)
+        if removals:
+            # Which files went is known only by a list of those present: a second walk that
+            # keeps one, paid only when files were removed (a rescan keeps none)
+            again = _Walk(real_root, files)
+            again.seen = []
+            again.run(self.root)
+            present = set(again.seen)
+            removed = [path for path in files if path not in present]
+            for path in removed:
+                before[path] = files.pop(path)
+            changed += removed
         problem_keys = [str(p) for p in walk.problems]
-        if self._last is not None and not changed and problem_keys == self._walk_problems:
+        same_problems = problem_keys == self._walk_problems
+        if self._last is not None and not changed and same_problems:
             if self._last.changed:
                 self._last = Scan(self._last.articles, self._last.problems, ())
             return self._last
         self._walk_problems = problem_keys
-        self._last = self._resolve(walk.problems, tuple(sorted(changed)))
+        edits = self._edits(before, changed) if same_problems else None
+        if edits is not None and self._last is not None:
+            self._last = self._replace(self._last, edits, tuple(sorted(changed)))
+        else:
+            self._last = self._resolve(walk.problems, tuple(sorted(changed)))
         return self._last
+
+    def _edits(
+        self,
+        before: dict[str, tuple[_Stamp, Article | ArticleError] | None],
+        changed: list[str],
+    ) -> list[tuple[Article, Article]] | None:
+        """(old, new) pairs if every change is an edit that keeps its article's id and slug.
+
+        Those leave the duplicate rules' outcome as it was, so the resolved set can be patched
+        instead of recomputed (an edit in a tree of 100,000 articles). None otherwise.
+        """
+        edits = []
+        for path in changed:
+            was, now = before.get(path), self._files.get(path)
+            if was is None or now is None:
+                return None
+            old, new = was[1], now[1]
+            if not isinstance(old, Article) or not isinstance(new, Article):
+                return None
+            if old.id != new.id or old.slug != new.slug or old.draft != new.draft:
+                return None
+            if self._winners.get(old.id) is not old:
+                return None
+            edits.append((old, new))
+        return edits
+
+    def _replace(
+        self, last: Scan, edits: list[tuple[Article, Article]], changed: tuple[str, ...]
+    ) -> Scan:
+        articles = list(last.articles)
+        sections = dict(last._sections)  # patched alongside, when it was made
+        for old, new in edits:
+            _swap(articles, old, new)
+            self._winners[new.id] = new
+            if sections and not new.draft:
+                category, items = sections[old.category.slug]
+                items = [a for a in items if a is not old]
+                if items:
+                    sections[old.category.slug] = (category, items)
+                else:
+                    del sections[old.category.slug]
+                category, items = sections.get(new.category.slug, (new.category, []))
+                items = list(items)
+                _swap(items, None, new)
+                sections[new.category.slug] = (category, items)
+        return Scan(tuple(articles), last.problems, changed, last.drafts, sections)
 
     def _resolve(self, problems: list[ArticleError], changed: tuple[str, ...]) -> Scan:
         """Apply duplicate rules to the cached parses: the first path (sorted) wins an id/slug."""
@@ -253,5 +367,20 @@ class Source:
             by_id[parsed.id] = parsed
             by_slug[parsed.slug] = parsed
         articles = sorted(by_id.values(), key=lambda a: (a.date, a.id), reverse=True)
+        self._winners = by_id
         problems.sort(key=lambda p: p.path)
-        return Scan(tuple(articles), tuple(problems), changed)
+        drafts = sum(1 for a in articles if a.draft)
+        return Scan(tuple(articles), tuple(problems), changed, drafts)
+
+
+def _swap(articles: list[Article], old: Article | None, new: Article) -> None:
+    """Remove ``old`` (if given) and insert ``new`` where the newest-first order puts it."""
+    if old is not None:
+        start = bisect.bisect_left(articles, _newest_first(old), key=_newest_first)
+        del articles[next(i for i in range(start, len(articles)) if articles[i] is old)]
+    key = _newest_first(new)
+    start = bisect.bisect_left(articles, key, key=_newest_first)
+    end = bisect.bisect_right(articles, key, key=_newest_first)
+    # among equal dates the order is by id, descending
+    at = next((i for i in range(start, end) if articles[i].id < new.id), end)
+    articles.insert(at, new)

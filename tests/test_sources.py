@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -347,3 +348,52 @@ def test_huge_file_is_reported_not_read_whole(write: Write, content: Path) -> No
     scan = scan_of(content)
     assert [a.title for a in scan.articles] == ["Nhỏ"]
     assert "larger than" in problems(scan)["huge.md"]
+
+
+def test_edits_patch_the_scan_exactly_as_a_fresh_scan_would(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Edits that keep id and slug take the patching path; the result must equal a full one."""
+    zone = ZoneInfo("Asia/Ho_Chi_Minh")
+    content = project / "content"
+    for i in range(30):
+        (content / f"bai-{i}.md").write_text(
+            f"---\ntitle: Bài {i}\ndate: 2026-11-{i % 28 + 1:02d}\n---\nThân {i}.\n",
+            encoding="utf-8",
+        )
+    (content / "bai-0-copy.md").write_text(
+        "---\ntitle: Trùng\nid: bai-0\ndate: 2026-11-02\n---\n", encoding="utf-8"
+    )
+    source = Source(content, zone)
+    source.scan()
+    full_resolves: list[Source] = []
+    resolve = Source._resolve
+
+    def counting(self: Source, *args: Any) -> Any:
+        full_resolves.append(self)
+        return resolve(self, *args)
+
+    monkeypatch.setattr(Source, "_resolve", counting)
+    now = datetime(2026, 11, 30, tzinfo=ZoneInfo("UTC"))
+    source.scan().recent_by_category(now, 5)  # made before the edits: patched along with them
+    edits = [
+        (3, "2026-10-01", "cũ hơn", "Tin tức"),
+        (17, "2026-12-01", "mới hơn", "Tin tức"),
+        (5, "2026-11-05", "như cũ", "Thông báo"),
+        (8, "2026-11-09", "chuyển mục", "Lịch tiếp công dân"),
+        (9, "2026-11-09", "cùng ngày", "Lịch tiếp công dân"),
+    ]
+    for i, date, word, section in edits:
+        (content / f"bai-{i}.md").write_text(
+            f"---\ntitle: Bài {i} {word}\ndate: {date}\ncategory: {section}\n---\nSửa {i}.\n",
+            encoding="utf-8",
+        )
+        os.utime(content / f"bai-{i}.md", ns=(time.time_ns(), time.time_ns() + i))
+        patched = source.scan()
+        full = Source(content, zone).scan()
+        assert patched.articles == full.articles
+        assert [str(p) for p in patched.problems] == [str(p) for p in full.problems]
+        assert patched.changed == (f"bai-{i}.md",)
+        assert patched.recent_by_category(now, 5) == full.recent_by_category(now, 5)
+    assert source not in full_resolves  # every edit was patched in
+    assert patched.published(now) == [a for a in full.articles if a.is_published(now)]
