@@ -375,7 +375,7 @@ class Service:
                 await transport.close()
             seconds = time.monotonic() - started
             self.metrics.run_seconds.labels(job="digest").observe(seconds)
-            ok = report.stopped is None or self.stopping.is_set()
+            ok = report.ok or self.stopping.is_set()
             self.health.record(f"digest:{frequency}", ok, report.summary(), seconds)
             self.state.record_run(f"digest:{frequency}", started_at, _now(), ok, report.summary())
             # a scheduled run is worth a line even when it had nothing to send
