@@ -125,11 +125,6 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return run_service(settings, args.config_file, log_json=args.log_json)
 
 
-def secret_key(settings: Settings, state: State) -> bytes:
-    configured = settings.server.secret_key
-    return configured.get_secret_value().encode() if configured else state.secret_key()
-
-
 def _published(settings: Settings, at: datetime, *, quiet: bool = False) -> list[Article]:
     scan = Source(settings.source.dir, settings.site.zone).scan()
     if not quiet:
@@ -176,7 +171,7 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
             started = now()
             published = _published(settings, started)
             known = {a.category.slug: a.category.name for a in published}
-            composer = Composer(settings, secret_key(settings, state))
+            composer = Composer(settings, state.secret_key(settings.server.secret_key))
             transport = transport_for(settings)
             progress = (
                 _ProgressBar(_count_subscribers(settings.mail.subscribers_file))
@@ -234,7 +229,7 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
         )[subscriber.key]
         fresh = [(seq, by_id[i]) for seq, i in state.articles_after(status.cursor) if i in by_id]
         fresh += [(top + n, a) for n, a in enumerate(unseen, 1)]
-        composer = Composer(settings, secret_key(settings, state))
+        composer = Composer(settings, state.secret_key(settings.server.secret_key))
     finally:
         state.close()
     articles = select(status.cursor, fresh, subscriber)

@@ -125,8 +125,7 @@ class Service:
         self._stamps[self.config_file] = _stamp(self.config_file)
 
     def secret_key(self) -> bytes:
-        configured = self.settings.server.secret_key
-        return configured.get_secret_value().encode() if configured else self.state.secret_key()
+        return self.state.secret_key(self.settings.server.secret_key)
 
     def _schedule(self) -> None:
         s = self.settings.schedule

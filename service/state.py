@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import (
     Column,
     Float,
@@ -259,6 +260,7 @@ class State:
         except SQLAlchemyError as exc:
             raise StateError(f"state database {self.describe()} cannot be opened: {exc}") from exc
 
+    _generated_key: bytes | None = None
     _recorded: set[str] | None = None  # article ids in the ledger (see record_articles)
     # the driver connection that records 250s (see _Prepared), opened on first use
     _raw: Any = None
@@ -323,14 +325,20 @@ class State:
 
     # -- meta ----------------------------------------------------------------------------
 
-    def secret_key(self) -> bytes:
-        """The key that signs unsubscribe links when server.secret_key is not configured."""
-        with self._tx() as conn:
-            value = conn.scalar(select(meta_table.c.value).where(meta_table.c.key == "secret_key"))
-            if value is None:
-                value = secrets.token_urlsafe(32)
-                conn.execute(insert(meta_table).values(key="secret_key", value=value))
-        return str(value).encode()
+    def secret_key(self, configured: SecretStr | None = None) -> bytes:
+        """The key that signs unsubscribe links: server.secret_key if configured, else one
+        generated on first use and kept in the state, so links stay valid across restarts."""
+        if configured is not None:
+            return configured.get_secret_value().encode()
+        if self._generated_key is None:
+            with self._tx() as conn:
+                query = select(meta_table.c.value).where(meta_table.c.key == "secret_key")
+                value = conn.scalar(query)
+                if value is None:
+                    value = secrets.token_urlsafe(32)
+                    conn.execute(insert(meta_table).values(key="secret_key", value=value))
+            self._generated_key = str(value).encode()
+        return self._generated_key
 
     # -- articles and subscribers ----------------------------------------------------------
 
