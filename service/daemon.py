@@ -268,9 +268,7 @@ class Service:
         pending = False
         if changed:
             self._rebuild = False
-            self._next_due = min(
-                (a.date for a in scan.articles if not a.draft and a.date > moment), default=None
-            )
+            self._next_due = scan.next_due(moment)
             await self.build(scan, moment)
             self.state.record_articles((a.id for a in published), moment)
             if first:

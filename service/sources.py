@@ -57,6 +57,14 @@ class Scan:
             return list(self.articles[start:])
         return [a for a in self.articles[start:] if not a.draft]
 
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the next future-dated (scheduled) article comes due, if there is one."""
+        start = bisect.bisect_left(self.articles, -now.timestamp(), key=_newest_first)
+        for article in reversed(self.articles[:start]):
+            if not article.draft and article.date > now:
+                return article.date
+        return None
+
     def sections(self) -> dict[str, Section]:
         if not self._sections:
             for article in self.articles:

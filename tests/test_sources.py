@@ -397,3 +397,21 @@ def test_edits_patch_the_scan_exactly_as_a_fresh_scan_would(
         assert patched.recent_by_category(now, 5) == full.recent_by_category(now, 5)
     assert source not in full_resolves  # every edit was patched in
     assert patched.published(now) == [a for a in full.articles if a.is_published(now)]
+
+
+def test_next_due_is_the_earliest_scheduled_article(project: Path) -> None:
+    content = project / "content"
+    for name, date, draft in [
+        ("cu", "2026-11-01", "false"),
+        ("sap-toi", "2026-12-05 08:00", "false"),
+        ("xa-hon", "2027-01-01", "false"),
+        ("nhap", "2026-12-01", "true"),
+    ]:
+        (content / f"{name}.md").write_text(
+            f"---\ntitle: {name}\ndate: {date}\ndraft: {draft}\n---\n", encoding="utf-8"
+        )
+    scan = Source(content, ZoneInfo("Asia/Ho_Chi_Minh")).scan()
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    assert scan.next_due(now) == datetime(2026, 12, 5, 8, tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert scan.next_due(datetime(2027, 2, 1, tzinfo=UTC)) is None
+    assert [a.id for a in scan.published(now)] == ["cu"]
