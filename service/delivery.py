@@ -10,9 +10,10 @@ recorded with the server's reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -103,6 +104,7 @@ class DigestRun:
         self._acked: asyncio.Future[None] | None = None
         self.clock = clock
         self._network_failures = 0
+        self._start: int | None = None  # where unseen subscribers start, in a dry run
         self.report: RunReport | None = None
 
     def stop(self, reason: str) -> None:
@@ -155,11 +157,7 @@ class DigestRun:
             maxsize=self.transport.concurrency * 4 + 8 * self.processes
         )
         retry: list[tuple[Delivery, Subscriber]] = []
-        workers = [
-            asyncio.create_task(self._worker(queue, report, retry, dry_run))
-            for _ in range(self.transport.concurrency)
-        ]
-        try:
+        async with self._sending(queue, report, retry):
             chunk: list[Subscriber] = []
             file_ok = True
             for entry in entries:
@@ -188,12 +186,8 @@ class DigestRun:
                             delivery.id, "address removed from the subscribers file", now
                         )
                         report.cancelled += 1
-        finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
         try:
-            await self._retry(queue, report, retry, dry_run, by_id, now)
+            await self._retry(queue, report, retry, by_id, now)
         finally:
             await asyncio.to_thread(self._pool.close)
         report.seconds = time.monotonic() - started
@@ -206,7 +200,6 @@ class DigestRun:
         queue: asyncio.Queue[_Job | None],
         report: RunReport,
         retry: list[tuple[Delivery, Subscriber]],
-        dry_run: bool,
         by_id: dict[str, Article],
         now: datetime,
     ) -> None:
@@ -217,12 +210,25 @@ class DigestRun:
             await asyncio.sleep(delay)
             again, retry[:] = list(retry), []
             report.deferred -= len(again)
-            workers = [
-                asyncio.create_task(self._worker(queue, report, retry, dry_run))
-                for _ in range(self.transport.concurrency)
-            ]
-            for delivery, subscriber in again:
-                await self._enqueue(delivery, subscriber, queue, report, by_id, now)
+            async with self._sending(queue, report, retry):
+                for delivery, subscriber in again:
+                    await self._enqueue(delivery, subscriber, queue, report, by_id, now)
+
+    @contextlib.asynccontextmanager
+    async def _sending(
+        self,
+        queue: asyncio.Queue[_Job | None],
+        report: RunReport,
+        retry: list[tuple[Delivery, Subscriber]],
+    ) -> AsyncIterator[None]:
+        """Senders, one per connection, for the jobs queued inside; all done on leaving."""
+        workers = [
+            asyncio.create_task(self._worker(queue, report, retry))
+            for _ in range(self.transport.concurrency)
+        ]
+        try:
+            yield
+        finally:
             for _ in workers:
                 await queue.put(None)
             await asyncio.gather(*workers)
@@ -329,7 +335,6 @@ class DigestRun:
         queue: asyncio.Queue[_Job | None],
         report: RunReport,
         retry: list[tuple[Delivery, Subscriber]],
-        dry_run: bool,
     ) -> None:
         while (job := await queue.get()) is not None:
             if report.stopped:
