@@ -15,7 +15,7 @@ from typing import Any
 
 from service import __version__
 from service.build import Builder
-from service.delivery import DigestRun, RunReport
+from service.delivery import DigestRun, RunReport, as_if_recorded
 from service.digest import Composer, select
 from service.errors import BantinError, ConfigError
 from service.mailer import transport_for
@@ -220,15 +220,12 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
     state = State(settings.state.url)
     try:
         by_id = {a.id: a for a in published}
-        top = state.last_seq()
-        seen = state.seen_articles(by_id)
-        unseen = [a for a in published if a.id not in seen]
-        # a real run records today's articles before it first sees a new subscriber
-        status = state.sync_subscribers(
-            [subscriber], moment, record=False, start=top + len(unseen)
-        )[subscriber.key]
+        unrecorded, start = as_if_recorded(state, published, state.last_seq())
+        status = state.sync_subscribers([subscriber], moment, record=False, start=start)[
+            subscriber.key
+        ]
         fresh = [(seq, by_id[i]) for seq, i in state.articles_after(status.cursor) if i in by_id]
-        fresh += [(top + n, a) for n, a in enumerate(unseen, 1)]
+        fresh += unrecorded
         composer = Composer(settings, state.secret_key(settings.server.secret_key))
     finally:
         state.close()

@@ -69,6 +69,18 @@ class RunReport:
 Progress = Callable[[RunReport], None]
 
 
+def as_if_recorded(
+    state: State, published: Sequence[Article], top: int
+) -> tuple[list[tuple[int, Article]], int]:
+    """For runs that record nothing (dry runs, previews): the articles not yet in the ledger,
+    numbered after ``top`` as a real run would number them now, and the sequence an unseen
+    subscriber would then start at (a real run records articles before it reads subscribers).
+    """
+    seen = state.seen_articles(a.id for a in published)
+    unseen = [a for a in published if a.id not in seen]
+    return [(top + n, a) for n, a in enumerate(unseen, start=1)], top + len(unseen)
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     delivery: Delivery
@@ -138,11 +150,8 @@ class DigestRun:
         ]
         self._start = None
         if dry_run:
-            seen = self.state.seen_articles(by_id)
-            unseen = [a for a in published if a.id not in seen]
-            fresh += [(top + n, a) for n, a in enumerate(unseen, start=1)]
-            # as a real run would: the articles are recorded before new subscribers are read
-            self._start = top + len(unseen)
+            unrecorded, self._start = as_if_recorded(self.state, published, top)
+            fresh += unrecorded
         pending: dict[str, list[Delivery]] = {}
         if not dry_run:
             for delivery in self.state.pending():
