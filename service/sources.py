@@ -8,6 +8,7 @@ ArticleErrors, never raised; duplicates are resolved deterministically (first pa
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import os
 from collections.abc import Iterator
@@ -39,40 +40,39 @@ Section = tuple[Category, list[Article]]
 class Scan:
     """The outcome of one scan: every valid article (drafts and future ones too), newest first.
 
-    Builds and digests ask it for what is published *now* on every run: those answers are
-    binary searches over the date order, not loops over 100,000 articles.
+    What is published is decided here and only here, from ``articles`` itself: ``live`` (the
+    articles that are not drafts) is derived when the Scan is made, never carried over from
+    another one. Builds and digests ask for what is published *now* on every run: those
+    answers are binary searches over the date order, not loops over 100,000 articles.
     """
 
     articles: tuple[Article, ...]
     problems: tuple[ArticleError, ...]
     changed: tuple[str, ...]  # source paths added, modified or removed since the last scan
-    drafts: int = 0  # how many of ``articles`` are drafts
     # category slug -> (category, its non-draft articles, newest first); made on first use
     _sections: dict[str, Section] = field(default_factory=dict, compare=False, repr=False)
+    live: tuple[Article, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "live", tuple(a for a in self.articles if not a.draft))
 
     def published(self, now: datetime) -> list[Article]:
         """Articles that are not drafts and whose date has come, newest first."""
-        start = bisect.bisect_left(self.articles, -now.timestamp(), key=_newest_first)
-        if not self.drafts:
-            return list(self.articles[start:])
-        return [a for a in self.articles[start:] if not a.draft]
+        start = bisect.bisect_left(self.live, -now.timestamp(), key=_newest_first)
+        return list(self.live[start:])
 
     def next_due(self, now: datetime) -> datetime | None:
         """When the next future-dated (scheduled) article comes due, if there is one."""
-        start = bisect.bisect_left(self.articles, -now.timestamp(), key=_newest_first)
-        for article in reversed(self.articles[:start]):
-            if not article.draft and article.date > now:
-                return article.date
-        return None
+        start = bisect.bisect_left(self.live, -now.timestamp(), key=_newest_first)
+        return self.live[start - 1].date if start else None
 
     def sections(self) -> dict[str, Section]:
         if not self._sections:
-            for article in self.articles:
-                if not article.draft:
-                    slug = article.category.slug
-                    if slug not in self._sections:
-                        self._sections[slug] = (article.category, [])
-                    self._sections[slug][1].append(article)
+            for article in self.live:
+                slug = article.category.slug
+                if slug not in self._sections:
+                    self._sections[slug] = (article.category, [])
+                self._sections[slug][1].append(article)
         return self._sections
 
     def recent_by_category(self, now: datetime, limit: int) -> list[tuple[Category, list[Article]]]:
@@ -296,7 +296,7 @@ class Source:
         same_problems = problem_keys == self._walk_problems
         if self._last is not None and not changed and same_problems:
             if self._last.changed:
-                self._last = Scan(self._last.articles, self._last.problems, ())
+                self._last = dataclasses.replace(self._last, changed=())
             return self._last
         self._walk_problems = problem_keys
         edits = self._edits(before, changed) if same_problems else None
@@ -350,7 +350,7 @@ class Source:
                 items = list(items)
                 _swap(items, None, new)
                 sections[new.category.slug] = (category, items)
-        return Scan(tuple(articles), last.problems, changed, last.drafts, sections)
+        return Scan(tuple(articles), last.problems, changed, sections)
 
     def _resolve(self, problems: list[ArticleError], changed: tuple[str, ...]) -> Scan:
         """Apply duplicate rules to the cached parses: the first path (sorted) wins an id/slug."""
@@ -377,8 +377,7 @@ class Source:
         articles = sorted(by_id.values(), key=lambda a: (a.date, a.id), reverse=True)
         self._winners = by_id
         problems.sort(key=lambda p: p.path)
-        drafts = sum(1 for a in articles if a.draft)
-        return Scan(tuple(articles), tuple(problems), changed, drafts)
+        return Scan(tuple(articles), tuple(problems), changed)
 
 
 def _swap(articles: list[Article], old: Article | None, new: Article) -> None:

@@ -7,10 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from service.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# No deadlines: speed is measured by benchmarks, never asserted in a test, and a loaded machine
+# (or the first call that imports a module) would otherwise fail a correct example.
+hypothesis_settings.register_profile("bantin", deadline=None)
+hypothesis_settings.load_profile("bantin")
 
 
 @pytest.fixture

@@ -434,3 +434,45 @@ def test_a_changed_feed_is_announced_to_the_websub_hub(project: Path) -> None:
     assert not any(url.endswith("feed.json") for url in announced)
     rss = (project / "public" / "rss.xml").read_text(encoding="utf-8")
     assert f'href="http://127.0.0.1:{hub.server_port}/" rel="hub"' in rss
+
+
+def test_a_draft_is_never_published_or_mailed_after_idle_rescans(
+    in_process: Service, project: Path
+) -> None:
+    """The critical finding: an idle rescan lost the draft count, and the next change (an edit,
+    a daily run) published the draft: its page, rss.xml, immediate and daily mail."""
+    content = project / "content"
+    draft = article("Dự thảo chưa đăng", "2024-05-03").replace("---\nNội", "draft: true\n---\nNội")
+    (content / "du-thao.md").write_text(draft, encoding="utf-8")
+    (project / "config" / "subscribers.toml").write_text(
+        subscribers_toml("hoa@example.org")
+        + subscribers_toml("lan@example.org", frequency="daily"),
+        encoding="utf-8",
+    )
+
+    async def scenario() -> None:
+        await in_process.scan_job()
+        await in_process.scan_job()  # nothing changed: the idle rescan
+        (content / "moi.md").write_text(article("Tin mới", "2024-05-04"), encoding="utf-8")
+        await in_process.scan_job()
+        await in_process.scan_job()  # idle again
+        # an edit that keeps the article's id and slug, after an idle rescan
+        (content / "moi.md").write_text(article("Tin mới (sửa)", "2024-05-04"), encoding="utf-8")
+        await in_process.scan_job()
+        await in_process.scan_job()
+        await in_process.digest_job("daily")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        in_process.state.close()
+    public = project / "public"
+    titles = [e.title for e in feedparser.parse((public / "rss.xml").read_bytes()).entries]
+    assert titles == ["Tin mới (sửa)", "Tin cũ"]
+    assert not (public / "articles" / "du-thao").exists()
+    assert "Dự thảo" not in (public / "index.html").read_text(encoding="utf-8")
+    immediate = outbox(project, "hoa@example.org")
+    daily = outbox(project, "lan@example.org")
+    assert len(immediate) == 1 and "Tin mới" in immediate[0]
+    assert len(daily) == 1 and "Tin mới" in daily[0]
+    assert all("Dự thảo" not in mail for mail in immediate + daily)
