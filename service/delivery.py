@@ -23,6 +23,7 @@ from service.mailer import Outcome, Transport
 from service.metrics import Metrics
 from service.model import Article, Frequency, Subscriber
 from service.pool import ComposePool
+from service.replies import shape
 from service.state import Claim, Delivery, State
 from service.subscribers import Entry
 
@@ -30,6 +31,8 @@ log = logging.getLogger("bantin.digest")
 
 CHUNK = 128  # subscribers per ledger transaction; small enough not to stall the HTTP server
 GIVE_UP_AFTER = 20  # network failures in a row, with nothing accepted, end the sending
+# the same policy refusal for this many recipients in a row is the server's, not theirs
+BREAKER = 5
 
 
 @dataclass(slots=True)
@@ -116,6 +119,9 @@ class DigestRun:
         self._acked: asyncio.Future[None] | None = None
         self.clock = clock
         self._network_failures = 0
+        self._chain: list[tuple[_Job, Outcome]] = []  # suspect refusals held (see _record)
+        self._chain_shape: str | None = None
+        self._tripped: set[str] = set()  # refusal shapes that stopped this run
         self._start: int | None = None  # where unseen subscribers start, in a dry run
         self.report: RunReport | None = None
 
@@ -241,6 +247,7 @@ class DigestRun:
             for _ in workers:
                 await queue.put(None)
             await asyncio.gather(*workers)
+            self.finish_chain(report, retry)
 
     async def _chunk(
         self,
@@ -373,42 +380,129 @@ class DigestRun:
         report: RunReport,
         retry: list[tuple[Delivery, Subscriber]],
     ) -> None:
-        now = self.clock()
-        delivery = job.delivery
         if self.metrics and outcome.seconds:
             self.metrics.smtp_seconds.observe(outcome.seconds)
         if outcome.ok:
+            self._settle_chain(report, retry)
             report.sent += 1
             self._network_failures = 0
             if self.metrics:
                 self.metrics.digests_sent.inc()
             return
-        if outcome.permanent:
-            suspended = self.state.mark_failed(
-                delivery.id, delivery.email, outcome.code, outcome.reply, now
-            )
-            report.failed += 1
-            self._failing.add(delivery.email)
-            log.warning("refused: %s: %s %s", job.subscriber.email, outcome.code, outcome.reply)
-            if suspended:
-                report.suspended.append(delivery.email)
-                log.warning(
-                    "suspended %s after repeated refusals; `bantin resume %s` lifts it",
-                    delivery.email,
-                    delivery.email,
-                )
-            if self.metrics:
-                self.metrics.failed(outcome.reason)
+        verdict = outcome.verdict
+        if verdict.scope == "server":
+            self._defer(job, outcome, report)
+            self._server_fault(outcome, verdict.advice, report)
             return
-        self.state.mark_deferred(delivery.id, outcome.code, outcome.reply, now)
+        if verdict.scope == "message":
+            self._defer(job, outcome, report, retry)
+            self._network_failures += 1
+            if self._network_failures >= GIVE_UP_AFTER:
+                self.stop(f"the mail server kept failing ({outcome.reply}); the rest stays pending")
+            return
+        if not verdict.suspect:
+            self._settle_chain(report, retry)
+            self._blame(job, outcome, report, retry)
+            return
+        key = shape(outcome.code, outcome.reply)
+        if key in self._tripped:  # in flight when the breaker tripped on this very refusal
+            self._defer(job, outcome, report)
+            return
+        if key != self._chain_shape:
+            self._settle_chain(report, retry)
+            self._chain_shape = key
+        self._chain.append((job, outcome))
+        if len({j.delivery.email for j, _ in self._chain}) >= BREAKER:
+            self._trip(report)
+
+    def _blame(
+        self,
+        job: _Job,
+        outcome: Outcome,
+        report: RunReport,
+        retry: list[tuple[Delivery, Subscriber]],
+    ) -> None:
+        """A refusal of this recipient: permanent ones count towards suspension."""
+        if not outcome.permanent:
+            self._defer(job, outcome, report, retry)
+            return
+        delivery = job.delivery
+        suspended = self.state.mark_failed(
+            delivery.id, delivery.email, outcome.code, outcome.reply, self.clock()
+        )
+        report.failed += 1
+        self._failing.add(delivery.email)
+        log.warning("refused: %s: %s %s", job.subscriber.email, outcome.code, outcome.reply)
+        if suspended:
+            report.suspended.append(delivery.email)
+            log.warning(
+                "suspended %s after repeated refusals; `bantin resume %s` lifts it",
+                delivery.email,
+                delivery.email,
+            )
+        if self.metrics:
+            self.metrics.failed(outcome.reason)
+
+    def _defer(
+        self,
+        job: _Job,
+        outcome: Outcome,
+        report: RunReport,
+        retry: list[tuple[Delivery, Subscriber]] | None = None,
+    ) -> None:
+        """Leave the delivery pending; with ``retry``, try it again later in this run."""
+        delivery = job.delivery
+        self.state.mark_deferred(delivery.id, outcome.code, outcome.reply, self.clock())
         report.deferred += 1
-        retry.append((delivery, job.subscriber))  # recomposed on retry: no bytes held meanwhile
+        if retry is not None:
+            retry.append((delivery, job.subscriber))  # recomposed on retry: no bytes held
         if self.metrics:
             self.metrics.deferred(outcome.reason)
         log.info("deferred: %s: %s %s", job.subscriber.email, outcome.code or "", outcome.reply)
-        if outcome.code is None:
-            self._network_failures += 1
-            if self._network_failures >= GIVE_UP_AFTER:
-                report.stopped = (
-                    f"the mail server kept failing ({outcome.reply}); the rest stays pending"
-                )
+
+    def _settle_chain(
+        self, report: RunReport, retry: list[tuple[Delivery, Subscriber]] | None
+    ) -> None:
+        """The held refusals were not one server-wide refusal: each is its recipient's."""
+        chain, self._chain, self._chain_shape = self._chain, [], None
+        for job, outcome in chain:
+            self._blame(job, outcome, report, retry if retry is not None else [])
+
+    def _trip(self, report: RunReport) -> None:
+        """The same refusal for recipient after recipient: the server's, not theirs."""
+        chain, self._chain, self._chain_shape = self._chain, [], None
+        for job, outcome in chain:
+            self._defer(job, outcome, report)
+        _, last = chain[-1]
+        self._tripped.add(shape(last.code, last.reply))
+        count = len({job.delivery.email for job, _ in chain})
+        self._server_fault(
+            last,
+            f"the server gave this same refusal to {count} recipients in a row, so it is "
+            "taken as the server's or our configuration's, not theirs",
+            report,
+        )
+
+    def _server_fault(self, outcome: Outcome, advice: str, report: RunReport) -> None:
+        """Stop the run: every message would meet the same fault. Nothing is blamed on anyone."""
+        reply = f"{outcome.code} {outcome.reply}" if outcome.code else outcome.reply
+        where = getattr(self.transport, "name", "the mail server")
+        reason = f"{where}: {reply.strip()} ({outcome.stage}); {advice}; mail stays pending"
+        if report.stopped is None:
+            log.error("digest %s stopped: %s", report.frequency, reason)
+        self.stop(reason)
+
+    def finish_chain(self, report: RunReport, retry: list[tuple[Delivery, Subscriber]]) -> None:
+        """At the end of sending: a chain that refused everyone the run tried is the server's."""
+        if not self._chain:
+            return
+        recipients = {job.delivery.email for job, _ in self._chain}
+        if report.stopped is not None:
+            # the run ended on a fault: refusals it could not tell apart are judged next time
+            chain, self._chain, self._chain_shape = self._chain, [], None
+            for job, outcome in chain:
+                self._defer(job, outcome, report)
+        elif len(recipients) >= 2 and report.sent == 0 and report.failed == 0:
+            self._trip(report)
+        else:
+            self._settle_chain(report, retry)

@@ -20,18 +20,29 @@ from typing import Protocol
 
 import aiosmtplib
 
+from service.replies import Stage, Verdict, classify
 from service.settings import Settings, SmtpSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one message: accepted (250), deferred (4xx, network) or refused (5xx)."""
+    """What became of one message: accepted (250) or not, at which stage, with what reply."""
 
     ok: bool
     code: int | None = None
     reply: str = ""
-    permanent: bool = False
+    stage: Stage = "rcpt"  # where the session failed (see replies.classify)
     seconds: float = 0.0
+
+    @property
+    def verdict(self) -> Verdict:
+        return classify(self.stage, self.code, self.reply)
+
+    @property
+    def permanent(self) -> bool:
+        """A refusal of this recipient that retrying will not change."""
+        verdict = self.verdict
+        return not self.ok and verdict.scope == "recipient" and verdict.permanent
 
     @property
     def reason(self) -> str:
@@ -44,6 +55,7 @@ class Outcome:
 
 class Transport(Protocol):
     concurrency: int
+    name: str  # for messages: "mail server smtp.example.org:587"
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome: ...
 
@@ -57,6 +69,7 @@ class FileTransport:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.name = f"outbox {directory}"
         self._count = 0
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
@@ -73,7 +86,10 @@ class FileTransport:
             os.replace(tmp, self.directory / name)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            return Outcome(False, None, f"cannot write to {self.directory}: {exc.strerror}")
+            # the outbox is this host's own: every message would fail alike
+            return Outcome(
+                False, None, f"cannot write to {self.directory}: {exc.strerror}", "connect"
+            )
         return Outcome(True, 250, f"written to {name}", seconds=time.monotonic() - started)
 
     async def close(self) -> None:
@@ -86,6 +102,7 @@ class SmtpTransport:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self.concurrency = settings.concurrency
+        self.name = f"mail server {settings.host}:{settings.port}"
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
         self._open: set[aiosmtplib.SMTP] = set()
 
@@ -120,61 +137,45 @@ class SmtpTransport:
         with contextlib.suppress(Exception):
             client.close()
 
+    def _release(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            self._idle.put_nowait(client)
+        else:
+            self._open.discard(client)
+
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
         started = time.monotonic()
+
+        def outcome(stage: Stage, code: int | None, reply: str) -> Outcome:
+            return Outcome(False, code, reply, stage, time.monotonic() - started)
+
         try:
             client = await self._acquire()
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            return _failure(exc, started)
+        except BaseException as exc:
+            failure = _session_failure(exc)
+            if failure is None:
+                raise
+            return outcome(*failure)
+        # aiosmtplib resets the envelope (RSET) itself after a refusal: the connection is
+        # reused as it is, or dropped if the server closed it.
         try:
-            errors, reply = await client.sendmail(sender, [recipient], data)
+            _, reply = await client.sendmail(sender, [recipient], data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            # The connection is still good: the server refused this recipient only.
-            await _reset(client)
-            self._idle.put_nowait(client)
-            refusal = exc.recipients[0] if exc.recipients else None
-            code = refusal.code if refusal else 550
-            message = refusal.message if refusal else str(exc)
-            return Outcome(
-                False, code, message, permanent=code >= 500, seconds=time.monotonic() - started
-            )
+            self._release(client)
+            # one recipient per message: the refusal is that recipient's
+            refusal = exc.recipients[0]
+            return outcome("rcpt", refusal.code, refusal.message)
         except aiosmtplib.SMTPSenderRefused as exc:
-            # Our own address was refused: a configuration matter, never the recipient's fault.
-            await _reset(client)
-            self._idle.put_nowait(client) if client.is_connected else await self._drop(client)
-            return Outcome(
-                False,
-                exc.code,
-                f"sender refused: {exc.message}",
-                seconds=time.monotonic() - started,
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            await _reset(client)
-            if client.is_connected:
-                self._idle.put_nowait(client)
-            else:
-                await self._drop(client)
-            return Outcome(
-                False,
-                exc.code,
-                exc.message,
-                permanent=500 <= exc.code < 600,
-                seconds=time.monotonic() - started,
-            )
+            self._release(client)
+            return outcome("mail", exc.code, exc.message)
+        except aiosmtplib.SMTPResponseException as exc:  # SMTPDataError and the like
+            self._release(client)
+            return outcome("data", exc.code, exc.message)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self._drop(client)
-            return _failure(exc, started)
+            return outcome("network", None, _message(exc))
         self._idle.put_nowait(client)
-        if recipient in errors:  # a partial refusal is not an exception (see GOTCHAS)
-            refused = errors[recipient]
-            return Outcome(
-                False,
-                refused.code,
-                refused.message,
-                permanent=refused.code >= 500,
-                seconds=time.monotonic() - started,
-            )
-        return Outcome(True, 250, reply, seconds=time.monotonic() - started)
+        return Outcome(True, 250, reply, "data", time.monotonic() - started)
 
     async def close(self) -> None:
         clients = list(self._open)
@@ -187,29 +188,34 @@ class SmtpTransport:
                 client.close()
 
 
-async def _reset(client: aiosmtplib.SMTP) -> None:
-    try:
-        if client.is_connected:
-            await client.rset()
-    except (TimeoutError, aiosmtplib.SMTPException, OSError):
-        client.close()
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+    return " ".join(str(text).split())
 
 
-def _failure(exc: BaseException, started: float) -> Outcome:
-    code = getattr(exc, "code", None)
-    message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
-    permanent = (
-        isinstance(code, int)
-        and 500 <= code < 600
-        and not isinstance(exc, aiosmtplib.SMTPConnectError)
-    )
-    return Outcome(
-        False,
-        code if isinstance(code, int) else None,
-        message,
-        permanent=permanent,
-        seconds=time.monotonic() - started,
-    )
+def _session_failure(exc: BaseException) -> tuple[Stage, int | None, str] | None:
+    """Where setting up a session failed (connect, TLS, login), or None if not an SMTP matter."""
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return "auth", exc.code, _message(exc)
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        error = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+        assert isinstance(error, ssl.SSLError)
+        return "tls", None, f"TLS failed: {error.reason or error}"
+    if isinstance(exc, aiosmtplib.SMTPHeloError):
+        return "helo", exc.code, _message(exc)
+    if isinstance(exc, aiosmtplib.SMTPConnectError | TimeoutError | OSError):
+        code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+        return "connect", code, _message(exc)
+    if isinstance(exc, aiosmtplib.SMTPException):
+        # raised by aiosmtplib's own checks: no STARTTLS, no AUTH, a refused STARTTLS command
+        text = _message(exc)
+        code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+        if "AUTH" in text:
+            return "auth", code, text
+        if "TLS" in text:
+            return "tls", code, text
+        return "connect", code, text
+    return None
 
 
 def transport_for(settings: Settings) -> Transport:

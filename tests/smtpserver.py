@@ -4,8 +4,14 @@ with running_server() as server:
     server.script("busy@example.org", "450 4.2.1 try later", times=2)
     server.script("gone@example.org", "550 5.1.1 no such user")
     server.script("drop@example.org", "drop")   # 421 and the connection closed
+    server.mail_reply = "550 5.7.1 sender rejected"  # to MAIL FROM, until set to None
+    server.data_reply = "554 5.7.1 content rejected"  # after the message, until None
     ...
     server.received   # [Received(recipient, data, message_id), ...]
+
+with running_server(password="right") as server: a server that requires AUTH LOGIN/PLAIN as
+user "bantin" with that password. with refusing_server("554 5.3.2 not now") as port: a server
+that answers every connection with that greeting and hangs up.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -57,6 +66,8 @@ class Recorder:
     """The aiosmtpd handler: records accepted messages, replies from the script per recipient."""
 
     data_delay: float = 0.0  # seconds the server takes over each DATA (a slow server)
+    mail_reply: str | None = None  # a refusal of MAIL FROM, for every message while set
+    data_reply: str | None = None  # a refusal after DATA, for every message while set
     received: list[Received] = field(default_factory=list)
     started: int = 0  # DATA commands begun
     attempts: dict[str, int] = field(default_factory=dict)  # RCPT commands seen per address
@@ -87,6 +98,15 @@ class Recorder:
     def recipients(self) -> list[str]:
         return [r.recipient for r in self.received]
 
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
@@ -105,6 +125,8 @@ class Recorder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data = envelope.original_content or envelope.content
         assert isinstance(data, bytes)
+        if self.data_reply:
+            return self.data_reply
         with self._lock:
             self.started += 1
             for rcpt in envelope.rcpt_tos:
@@ -125,13 +147,65 @@ class Server:
         return getattr(self.recorder, name)
 
 
+USER = "bantin"
+
+
 @contextmanager
-def running_server(data_delay: float = 0.0, port: int | None = None) -> Iterator[Server]:
+def running_server(
+    data_delay: float = 0.0, port: int | None = None, password: str | None = None
+) -> Iterator[Server]:
     recorder = Recorder(data_delay=data_delay)
     port = port or free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, decode_data=False)
+    options: dict[str, Any] = {}
+    if password is not None:
+
+        def authenticator(
+            server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+        ) -> AuthResult:
+            ok = isinstance(auth_data, LoginPassword) and (
+                auth_data.login == USER.encode() and auth_data.password == password.encode()
+            )
+            return AuthResult(success=ok, handled=False)
+
+        options = {"auth_required": True, "auth_require_tls": False, "authenticator": authenticator}
+        # loopback only: AUTH without TLS is what the tests mean to allow
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, decode_data=False, **options)
     controller.start()
     try:
         yield Server(port, recorder, controller)
     finally:
         controller.stop()
+
+
+@contextmanager
+def refusing_server(greeting: str) -> Iterator[int]:
+    """A server that greets every connection with ``greeting`` (421, 554...) and hangs up."""
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting.encode() + b"\r\n")
+        await writer.drain()
+        writer.close()
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        state["loop"] = loop
+        server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
+        state["port"] = server.sockets[0].getsockname()[1]
+        ready.set()
+        loop.run_forever()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(5)
+    try:
+        yield int(state["port"])
+    finally:
+        state["loop"].call_soon_threadsafe(state["loop"].stop)
+        thread.join(5)
