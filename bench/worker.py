@@ -75,9 +75,9 @@ def cmd_parse_baseline(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_rescan(args: argparse.Namespace) -> dict[str, Any]:
     """Rescan of an unchanged tree vs scandir+stat, then one-file-change rebuilds vs rescan."""
     from bench.data import touch_article
-    from service.build import Builder
+    from service.content.source import Source
+    from service.publish.build import Builder
     from service.settings import load_settings
-    from service.sources import Source
 
     settings = load_settings(Path(args.config))
     root = settings.source.dir
@@ -132,8 +132,8 @@ def cmd_rescan(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _digest_inputs(config: Path) -> tuple[Any, list[Any]]:
+    from service.content.source import Source
     from service.settings import load_settings
-    from service.sources import Source
 
     settings = load_settings(config)
     scan = Source(settings.source.dir, settings.site.zone).scan()
@@ -145,27 +145,28 @@ def cmd_digest_setup(args: argparse.Namespace) -> dict[str, Any]:
 
     Also writes one composed digest to ``--sample`` for the raw-SMTP baseline.
     """
-    from service.digest import Composer
-    from service.state import State, message_id
-    from service.subscribers import read_entries
+    from service.ledger import State
+    from service.mail.compose import Composer
+    from service.mail.mime import message_id
+    from service.mail.subscribers import read_entries
 
     settings, published = _digest_inputs(Path(args.config))
     now = datetime.now(UTC)
     state = State(settings.state.url)
     try:
         old = published[args.fresh :]
-        state.record_articles([a.id for a in old], now)
+        state.articles.record([a.id for a in old], now)
         chunk = []
         count = 0
         for entry in read_entries(settings.mail.subscribers_file):
             if entry.subscriber is not None:
                 chunk.append(entry.subscriber)
             if len(chunk) >= 1000:
-                state.sync_subscribers(chunk, now)
+                state.subscribers.sync(chunk, now)
                 count += len(chunk)
                 chunk = []
         if chunk:
-            state.sync_subscribers(chunk, now)
+            state.subscribers.sync(chunk, now)
             count += len(chunk)
         size = 0
         if args.sample:
@@ -184,12 +185,12 @@ def cmd_digest_setup(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_digest(args: argparse.Namespace) -> dict[str, Any]:
     """One digest run end to end: subscribers file, select, render, MIME, ledger, SMTP."""
-    from service.delivery import DigestRun
-    from service.digest import Composer
-    from service.mailer import SmtpTransport
-    from service.pool import default_processes
-    from service.state import State
-    from service.subscribers import read_entries
+    from service.ledger import State
+    from service.mail.compose import Composer
+    from service.mail.compose_workers import default_processes
+    from service.mail.run import DigestRun
+    from service.mail.subscribers import read_entries
+    from service.mail.transport import SmtpTransport
 
     settings, published = _digest_inputs(Path(args.config))
     known = {a.category.slug: a.category.name for a in published}
@@ -202,16 +203,22 @@ def cmd_digest(args: argparse.Namespace) -> dict[str, Any]:
     state = State(settings.state.url)
     try:
         composer = Composer(settings, settings.server.secret_key.get_secret_value().encode())
-        transport = SmtpTransport(settings.smtp)
-        run = DigestRun(state, composer, transport, retry_delays=(), processes=default_processes())
+        run = DigestRun(
+            state,
+            composer,
+            SmtpTransport(settings.smtp),
+            "daily",
+            published,
+            read_entries(settings.mail.subscribers_file, known),
+            retry_delays=(),
+            processes=default_processes(),
+        )
 
         async def go() -> Any:
             try:
-                return await run.run(
-                    "daily", published, read_entries(settings.mail.subscribers_file, known)
-                )
+                return await run.run()
             finally:
-                await transport.close()
+                await run.transport.close()
 
         if profiler:
             profiler.start()

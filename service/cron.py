@@ -13,6 +13,30 @@ from dataclasses import dataclass
 
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_FULL_NAMES = {
+    full[:3]: full
+    for full in [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ]
+}
 _ALIASES = {
     "@hourly": "0 * * * *",
     "@daily": "0 0 * * *",
@@ -137,7 +161,11 @@ def _value(
         if not low <= number <= high:
             raise CronSyntaxError(f"{name} field: {number} is outside {low}-{high}")
         return number
-    if names is not None and text.lower()[:3] in names and len(text) >= 3:
-        return names.index(text.lower()[:3]) + first_name
+    word = text.lower()
+    if names is not None:
+        # exactly the abbreviation or the full name: "sunflower" is not Sunday
+        for index, short in enumerate(names):
+            if word == short or word == _FULL_NAMES.get(short):
+                return index + first_name
     allowed = f"{low}-{high}" + (f" or a name like {names[1]!r}" if names else "")
     raise CronSyntaxError(f"{name} field: {text!r} is not a value ({allowed})")

@@ -8,7 +8,6 @@ codes (``timeout``, ``refused``, ``smtp_4xx``); anything else is counted as ``ot
 from __future__ import annotations
 
 import re
-from contextlib import AbstractContextManager
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -93,11 +92,6 @@ class Metrics:
     def failed(self, reason: str) -> None:
         """Count one digest message refused for good (``reason`` is a short code)."""
         self.digests_failed.labels(reason=reason_label(reason)).inc()
-
-    def time_run(self, job: Job) -> AbstractContextManager[object]:
-        """``with metrics.time_run("scan"): ...`` observes the block's duration."""
-        timer: AbstractContextManager[object] = self.run_seconds.labels(job=job).time()
-        return timer
 
     def request(self, kind: PathKind, status: int) -> None:
         """Count one HTTP answer; a 304 is counted in both request and not-modified series."""

@@ -1,4 +1,4 @@
-"""Plain frozen data shared by every module: articles, subscribers, digests."""
+"""Plain frozen data shared by every module: articles, categories, subscribers."""
 
 from __future__ import annotations
 
@@ -67,13 +67,3 @@ class Subscriber:
 
     def wants(self, article: Article) -> bool:
         return self.categories is None or article.category.slug in self.categories
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """What one subscriber gets in one message."""
-
-    subscriber: Subscriber
-    articles: tuple[Article, ...]
-    frequency: Frequency
-    created: datetime

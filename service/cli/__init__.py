@@ -1,0 +1,92 @@
+"""The `bantin` command: parses arguments, loads Settings once, and hands them down.
+
+content (build, check), mail (digest, preview, status, resume), and run (the service); logs and
+progress are how they report.
+
+May import everything: the CLI is the outermost edge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from service import __version__
+from service.cli.content import cmd_build, cmd_check
+from service.cli.logs import setup_logging
+from service.cli.mail import cmd_digest, cmd_preview, cmd_resume, cmd_status
+from service.errors import BantinError
+from service.model import FREQUENCIES
+from service.settings import Settings, config_path, load_settings
+
+__all__ = ["main", "parser"]
+
+log = logging.getLogger("bantin")
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from service.runtime.service import run_service  # the service's imports, only for `run`
+
+    return run_service(settings, args.config_file)
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="bantin", description="Feeds and email digests for announcements."
+    )
+    top.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (env BANTIN_CONFIG; default config/bantin.toml)",
+    )
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    top.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    top.add_argument("--version", action="version", version=f"bantin {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=func)
+        return sub
+
+    add("build", cmd_build, "scan the articles and write feeds and pages")
+    add("check", cmd_check, "validate config, templates and every article; exit 1 on any problem")
+    add("run", cmd_run, "run the service: scheduler, feeds and pages over HTTP")
+    digest = add("digest", cmd_digest, "send the due digests of one frequency")
+    digest.add_argument("--frequency", choices=FREQUENCIES, default="daily")
+    digest.add_argument(
+        "--dry-run", action="store_true", help="render and report; send and record nothing"
+    )
+    preview = add("preview", cmd_preview, "print the digest EMAIL would get now; sends nothing")
+    preview.add_argument("email")
+    preview.add_argument("--frequency", choices=FREQUENCIES)
+    preview.add_argument("--html", metavar="FILE", help="also write the HTML part here")
+    preview.add_argument("--eml", metavar="FILE", help="also write the whole message here")
+    add("status", cmd_status, "subscribers, last runs, pending and failed deliveries")
+    resume = add("resume", cmd_resume, "lift the suspension of EMAIL")
+    resume.add_argument("email")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `bantin` command; returns the exit status."""
+    args = parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_json)
+    args.config_file = config_path(args.config)
+    try:
+        settings = load_settings(Path(args.config_file))
+        result: int = args.func(settings, args)
+        return result
+    except BantinError as exc:
+        if args.verbose:
+            log.exception("bantin %s failed", args.command)
+        print(f"bantin: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

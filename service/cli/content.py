@@ -1,0 +1,77 @@
+"""`bantin build` and `bantin check`: the articles, the templates, the subscribers file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from service import clock
+from service.content.source import Source
+from service.errors import BantinError
+from service.mail.compose import Composer
+from service.mail.mime import read_dkim_key
+from service.mail.subscribers import validate
+from service.publish.build import Builder
+from service.publish.pages import PAGE_TEMPLATES
+from service.settings import Settings
+from service.templating import Templates
+
+__all__ = ["check_problems", "cmd_build", "cmd_check"]
+
+
+def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    scan = Source(settings.source.dir, settings.site.zone).scan()
+    for problem in scan.problems:
+        print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
+    report = Builder(settings, settings.site.templates_dir).build(scan, clock.now())
+    print(
+        f"bantin build: {report.published} articles published, {len(scan.problems)} skipped, "
+        f"{len(report.written)} files written, {len(report.removed)} removed, "
+        f"{report.files} files in {settings.feeds.output_dir}/ ({time.monotonic() - started:.2f} s)"
+    )
+    return 0
+
+
+def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
+    """Every problem `bantin check` reports, and its warnings, one line each."""
+    problems: list[str] = []
+    templates = Templates(settings.site.templates_dir, zone=settings.site.zone)
+    problems += [str(p) for p in templates.check(PAGE_TEMPLATES)]
+    mail = settings.mail
+    try:
+        dkim = read_dkim_key(mail.dkim_domain, mail.dkim_selector, mail.dkim_key_file)
+        problems += [str(p) for p in Composer(settings, b"check", dkim).check()]
+    except BantinError as exc:
+        problems.append(str(exc))
+    known: dict[str, str] | None = None
+    try:
+        scan = Source(settings.source.dir, settings.site.zone).scan()
+        problems += [f"{settings.source.dir}/{p}" for p in scan.problems]
+        known = {a.category.slug: a.category.name for a in scan.articles}
+    except BantinError as exc:
+        problems.append(str(exc))
+    warnings: list[str] = []
+    try:
+        _, bad, warnings = validate(settings.mail.subscribers_file, known)
+        problems += [str(p) for p in bad]
+    except BantinError as exc:
+        problems.append(str(exc))
+    return problems, warnings
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    problems, warnings = check_problems(settings)
+    for line in warnings:
+        print(f"warning: {line}")
+    for line in problems:
+        print(line)
+    if problems:
+        print(
+            f"bantin check: {len(problems)} problem{'s' if len(problems) > 1 else ''}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"bantin check: {args.config_file} and everything it points to are fine")
+    return 0

@@ -1,0 +1,180 @@
+"""`bantin digest`, `preview`, `status` and `resume`: the subscribers' side, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from service import clock
+from service.cli.progress import ProgressBar, count_subscribers
+from service.content.source import Source
+from service.errors import ConfigError
+from service.ledger import State
+from service.ledger.lock import held, runner_lock
+from service.mail.compose import Composer
+from service.mail.compose_workers import default_processes
+from service.mail.mime import message_id, read_dkim_key
+from service.mail.news import news_for
+from service.mail.run import DigestRun, RunReport, run_digest
+from service.mail.subscribers import read_entries
+from service.mail.transport import transport_for
+from service.model import FREQUENCIES, Article, Frequency, Subscriber
+from service.settings import Settings
+
+__all__ = ["cmd_digest", "cmd_preview", "cmd_resume", "cmd_status"]
+
+
+def _published(settings: Settings, at: datetime, *, quiet: bool = False) -> list[Article]:
+    scan = Source(settings.source.dir, settings.site.zone).scan()
+    if not quiet:
+        for problem in scan.problems:
+            print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
+    return scan.published(at)
+
+
+def _composer(settings: Settings, state: State) -> Composer:
+    mail = settings.mail
+    dkim = read_dkim_key(mail.dkim_domain, mail.dkim_selector, mail.dkim_key_file)
+    return Composer(settings, state.keys.secret_key(settings.server.secret_key), dkim)
+
+
+def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
+    frequency: Frequency = args.frequency
+    state = State(settings.state.url)
+    try:
+        with held(runner_lock(state), f"digest --frequency {frequency}"):
+            published = _published(settings, clock.now())
+            known = {a.category.slug: a.category.name for a in published}
+            progress = (
+                ProgressBar(count_subscribers(settings.mail.subscribers_file))
+                if sys.stderr.isatty()
+                else None
+            )
+            run = DigestRun(
+                state,
+                _composer(settings, state),
+                transport_for(settings),
+                frequency,
+                published,
+                read_entries(settings.mail.subscribers_file, known),
+                dry_run=args.dry_run,
+                progress=progress,
+                processes=default_processes(),
+            )
+            report: RunReport = asyncio.run(run_digest(run))
+            if progress:
+                sys.stderr.write("\n")
+    finally:
+        state.close()
+    print(report.summary())
+    return 1 if report.stopped else 0
+
+
+def _find_subscriber(settings: Settings, email: str) -> Subscriber:
+    for entry in read_entries(settings.mail.subscribers_file):
+        if entry.subscriber is not None and entry.subscriber.key == email.lower():
+            return entry.subscriber
+        if entry.problem is not None and email.lower() in entry.problem.reason.lower():
+            raise entry.problem
+    raise ConfigError(
+        settings.mail.subscribers_file,
+        f"{email} is not a subscriber; add a [[subscriber]] block for it",
+    )
+
+
+def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
+    subscriber = _find_subscriber(settings, args.email)
+    frequency: Frequency = args.frequency or subscriber.frequency
+    moment = clock.now()
+    published = _published(settings, moment, quiet=True)
+    state = State(settings.state.url)
+    try:
+        news = news_for(state, subscriber, published, moment)
+        composer = _composer(settings, state)
+    finally:
+        state.close()
+    if not news.status.active:
+        print(f"{subscriber.email} is unsubscribed or suspended: they get nothing", file=sys.stderr)
+        return 0
+    if not news.articles:
+        print(f"nothing new for {subscriber.email}: no digest would be sent now", file=sys.stderr)
+        return 0
+    rendered = composer.render(subscriber, news.articles, frequency, moment)
+    print(f"Subject: {rendered.subject}\n")
+    print(rendered.text)
+    if args.html:
+        Path(args.html).write_text(rendered.html, encoding="utf-8")
+    if args.eml:
+        mid = message_id(subscriber.key, [a.id for a in news.articles], composer.domain)
+        Path(args.eml).write_bytes(composer.message_bytes(subscriber, rendered, mid, moment))
+    return 0
+
+
+def _when(moment: datetime, settings: Settings) -> str:
+    return moment.astimezone(settings.site.zone).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    by_frequency = dict.fromkeys(FREQUENCIES, 0)
+    invalid = 0
+    for entry in read_entries(settings.mail.subscribers_file):
+        if entry.subscriber is None:
+            invalid += 1
+        else:
+            by_frequency[entry.subscriber.frequency] += 1
+    state = State(settings.state.url)
+    try:
+        counts = state.counts()
+        runs = state.runs.all()
+        problems = state.deliveries.problems()
+        suspended = state.subscribers.addresses("suspended")
+        unsubscribed = state.subscribers.addresses("unsubscribed")
+    finally:
+        state.close()
+    total = sum(by_frequency.values())
+    print(
+        f"Subscribers: {total} in {settings.mail.subscribers_file} "
+        f"({', '.join(f'{k} {v}' for k, v in by_frequency.items())})"
+        + (f", {invalid} invalid (see bantin check)" if invalid else "")
+    )
+    print(
+        f"Deliveries: {counts['sent']} sent, {counts['pending']} pending, "
+        f"{counts['failed']} failed, {counts['cancelled']} cancelled"
+    )
+    print("Last runs:" if runs else "Last runs: none yet")
+    for run in runs:
+        print(
+            f"  {run.kind:<18} {_when(run.finished, settings)}  "
+            f"{'ok' if run.ok else 'FAILED'}  {run.detail}"
+        )
+    if problems:
+        print("Pending and failed deliveries:")
+        for p in problems:
+            when = _when(p.when, settings) if p.when else ""
+            reply = f"{p.code or ''} {p.reply or ''}".strip() or "not tried yet"
+            print(f"  {p.email:<32} {p.status:<8} {p.attempts} attempts  {when}  {reply}")
+    for title, rows in (
+        ("Suspended (bantin resume EMAIL)", suspended),
+        ("Unsubscribed", unsubscribed),
+    ):
+        if rows:
+            print(f"{title}:")
+            for email, moment in rows:
+                print(f"  {email:<32} since {_when(moment, settings)}")
+    return 0
+
+
+def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    state = State(settings.state.url)
+    try:
+        resumed = state.subscribers.resume(args.email)
+    finally:
+        state.close()
+    if resumed:
+        print(f"{args.email} is no longer suspended; the next run mails them again")
+        return 0
+    print(f"{args.email} was not suspended; nothing changed", file=sys.stderr)
+    return 1

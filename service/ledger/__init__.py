@@ -1,0 +1,51 @@
+"""The ledger: what bantin has seen and sent, in one database (SQLite by default).
+
+schema (the tables), db (the engine, transactions, driver-level statements), one module per
+noun: articles (sequence numbers), subscribers (cursors, unsubscriptions, suspensions),
+deliveries (one row per message, committed before it is sent), runs (the last run of each
+job), keys (the generated signing key); lock (one runner per state).
+
+``State`` opens the database and offers each noun as an attribute: ``state.articles.record()``.
+
+May import: the core (model, errors). Never content, publish, mail, serve, runtime, cli.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.ledger.articles import Articles
+from service.ledger.db import Database
+from service.ledger.deliveries import Deliveries
+from service.ledger.keys import Keys
+from service.ledger.runs import Runs
+from service.ledger.subscribers import Subscribers
+
+__all__ = ["State"]
+
+
+class State:
+    """The state database. One per process; cheap calls, short transactions."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database(url)
+        self.articles = Articles(self.db)
+        self.subscribers = Subscribers(self.db)
+        self.deliveries = Deliveries(self.db)
+        self.runs = Runs(self.db)
+        self.keys = Keys(self.db)
+
+    @property
+    def home(self) -> Path:
+        """Where this host keeps files beside the state (the lock, the last good subscribers)."""
+        return self.db.home
+
+    def describe(self) -> str:
+        return self.db.describe()
+
+    def counts(self) -> dict[str, int]:
+        """Deliveries by status, plus suspended and unsubscribed addresses."""
+        return {**self.deliveries.counts(), **self.subscribers.counts()}
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,125 @@
+"""One engine over the state database, short transactions, and statements run through the driver.
+
+SQLAlchemy Core keeps the SQL portable. SQLite (the default) runs in WAL mode with
+synchronous=NORMAL: a commit survives a killed process, which is the guarantee the ledger needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from service.errors import StateError
+from service.ledger.schema import metadata
+
+__all__ = ["Database", "Prepared"]
+
+
+class Database:
+    """The state database named by ``url``; its tables are created if missing."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StateError(
+                f"state.url {url!r} is not a database URL; use e.g. sqlite:///var/bantin.db"
+            ) from None
+        self.sqlite_path: Path | None = None
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            self.sqlite_path = Path(parsed.database or "")
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url)
+        except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+            raise StateError(f"state.url {url!r} cannot be used: {exc}") from exc
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StateError(f"state database {self.describe()} cannot be opened: {exc}") from exc
+        self._raw: Any = None  # the driver connection of run_many, opened on first use
+
+    def describe(self) -> str:
+        if self.sqlite_path:
+            return str(self.sqlite_path)
+        return make_url(self.url).render_as_string()
+
+    @property
+    def home(self) -> Path:
+        """Where this host keeps files beside the state (lock, last good subscribers file)."""
+        return self.sqlite_path.parent if self.sqlite_path is not None else Path("var")
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+        self.engine.dispose()
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One transaction; StateError (naming the database) for any database failure."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StateError(
+                f"state database {self.describe()}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+
+    def run_many(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
+        """Run prepared statements over their parameter lists, in one commit, via the driver."""
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        cursor = self._raw.cursor()
+        try:
+            for statement, values in batches:
+                if values:
+                    cursor.executemany(statement.sql, statement.parameters(values))
+            self._raw.commit()
+        except Exception as exc:
+            self._raw.rollback()
+            raise StateError(f"state database {self.describe()}: {exc}") from exc
+        finally:
+            cursor.close()
+
+
+class Prepared:
+    """A statement compiled once for the dialect in use, run straight through the driver.
+
+    Recording a 250 happens once per message; through SQLAlchemy's execution machinery it
+    cost ~200 us, through the driver ~15 us. The SQL is still SQLAlchemy's, so this works for
+    any database the URL names.
+    """
+
+    def __init__(self, engine: Engine, statement: Any) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        self.sql: str = compiled.string
+        self.fixed: dict[str, Any] = compiled.construct_params({}, _check=False)
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if compiled.positiontup else None
+        )
+
+    def parameters(self, values: list[dict[str, Any]]) -> list[Any]:
+        if self.order is None:
+            return [{**self.fixed, **v} for v in values]
+        return [tuple(v[k] if k in v else self.fixed[k] for k in self.order) for v in values]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL + NORMAL: a commit survives a killed process (the guarantee the ledger needs) without
+    # an fsync per message; only a power cut can lose the last commits.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

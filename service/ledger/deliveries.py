@@ -1,0 +1,312 @@
+"""Deliveries: one row per message, committed before it is sent, marked on the server's reply.
+
+A kill at any moment loses nothing: a pending row is sent again by the next run, with the same
+Message-ID, so at most the messages in flight at the kill arrive twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+
+from service.ledger.db import Database, Prepared
+from service.ledger.schema import (
+    deliveries,
+    delivery_items,
+    from_timestamp,
+    subscribers,
+    timestamp,
+)
+from service.model import Frequency, Subscriber
+
+__all__ = ["SUSPEND_AFTER", "Claim", "Deliveries", "Delivery", "MessageIds", "Problem"]
+
+SUSPEND_AFTER = 3  # permanent failures in a row
+MessageIds = Callable[[str, Sequence[str]], str]  # (email, article ids) -> Message-ID
+
+# Statements of the per-message hot path, built once (building one costs more than running it).
+_SENT = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        status="sent",
+        sent_at=bindparam("at"),
+        last_attempt=bindparam("at"),
+        attempts=deliveries.c.attempts + 1,
+        code=250,
+        reply=None,
+    )
+)
+_ATTEMPT = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        last_attempt=bindparam("at"),
+        attempts=deliveries.c.attempts + 1,
+        code=bindparam("b_code"),
+        reply=bindparam("b_reply"),
+    )
+)
+_CLEAR_FAILURES = (
+    update(subscribers)
+    .where(subscribers.c.email == bindparam("b_email"), subscribers.c.failures != 0)
+    .values(failures=0)
+)
+_COUNT_FAILURE = (
+    update(subscribers)
+    .where(subscribers.c.email == bindparam("b_email"))
+    .values(failures=subscribers.c.failures + 1)
+)
+_FAILURES = select(subscribers.c.failures).where(subscribers.c.email == bindparam("b_email"))
+_SUSPEND = (
+    update(subscribers)
+    .where(subscribers.c.email == bindparam("b_email"), subscribers.c.suspended_at.is_(None))
+    .values(suspended_at=bindparam("at"))
+)
+_TAKEN = select(delivery_items.c.email, delivery_items.c.article_id).where(
+    delivery_items.c.email.in_(bindparam("emails", expanding=True)),
+    delivery_items.c.article_id.in_(bindparam("ids", expanding=True)),
+)
+_ADVANCE = (
+    update(subscribers)
+    .where(
+        subscribers.c.email.in_(bindparam("emails", expanding=True)),
+        subscribers.c.cursor < bindparam("b_cursor"),
+    )
+    .values(cursor=bindparam("b_cursor"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One digest to create: the subscriber and the ids of the articles it carries."""
+
+    subscriber: Subscriber
+    frequency: Frequency
+    article_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A ledger row that still has to reach the server."""
+
+    id: int
+    email: str
+    frequency: Frequency
+    message_id: str
+    article_ids: tuple[str, ...]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A delivery that failed or is waiting, for `bantin status`."""
+
+    email: str
+    status: str
+    attempts: int
+    code: int | None
+    reply: str | None
+    when: datetime | None
+
+
+class Deliveries:
+    """The messages: claimed, pending, sent, failed or cancelled."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._sent = Prepared(db.engine, _SENT)
+        self._clear = Prepared(db.engine, _CLEAR_FAILURES)
+
+    def claim(
+        self,
+        claims: Sequence[Claim],
+        advance: Iterable[str],
+        cursor: int,
+        message_id: MessageIds,
+        now: datetime,
+    ) -> list[Delivery]:
+        """Commit a pending delivery per claim and move the cursors of ``advance`` to ``cursor``.
+
+        Articles already delivered to a subscriber are dropped from their claim (the primary key
+        forbids a second delivery); a claim left empty creates nothing. One query finds what is
+        taken for the whole chunk, and the inserts are batched: this runs once per subscriber.
+        """
+        created: list[Delivery] = []
+        with self.db.tx() as conn:
+            taken: set[tuple[str, str]] = set()
+            emails = [c.subscriber.key for c in claims]
+            wanted = sorted({i for c in claims for i in c.article_ids})
+            for start in range(0, len(emails), 400):
+                taken.update(
+                    (e, i)
+                    for e, i in conn.execute(
+                        _TAKEN, {"emails": emails[start : start + 400], "ids": wanted}
+                    )
+                )
+            rows: list[dict[str, Any]] = []
+            kept: list[tuple[Claim, tuple[str, ...], str]] = []
+            for claim in claims:
+                email = claim.subscriber.key
+                ids = tuple(i for i in claim.article_ids if (email, i) not in taken)
+                if not ids:
+                    continue
+                mid = message_id(email, ids)
+                kept.append((claim, ids, mid))
+                rows.append(
+                    {
+                        "email": email,
+                        "frequency": claim.frequency,
+                        "message_id": mid,
+                        "status": "pending",
+                        "created_at": timestamp(now),
+                        "attempts": 0,
+                    }
+                )
+            if rows:
+                result = conn.execute(
+                    insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
+                    rows,
+                )
+                new_ids = [int(row[0]) for row in result]
+                items = [
+                    {"email": claim.subscriber.key, "article_id": i, "delivery_id": delivery_id}
+                    for delivery_id, (claim, ids, _) in zip(new_ids, kept, strict=True)
+                    for i in ids
+                ]
+                conn.execute(insert(delivery_items), items)
+                created = [
+                    Delivery(delivery_id, claim.subscriber.key, claim.frequency, mid, ids, 0)
+                    for delivery_id, (claim, ids, mid) in zip(new_ids, kept, strict=True)
+                ]
+            keys = list(advance)
+            for start in range(0, len(keys), 500):
+                conn.execute(_ADVANCE, {"emails": keys[start : start + 500], "b_cursor": cursor})
+        return created
+
+    def pending(self) -> list[Delivery]:
+        """Deliveries committed but not acknowledged (a crash, a 4xx, a dropped connection)."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.email,
+                    deliveries.c.frequency,
+                    deliveries.c.message_id,
+                    deliveries.c.attempts,
+                )
+                .where(deliveries.c.status == "pending")
+                .order_by(deliveries.c.id)
+            ).all()
+            items: dict[int, list[str]] = {}
+            for start in range(0, len(rows), 500):
+                ids = [r.id for r in rows[start : start + 500]]
+                for delivery_id, article_id in conn.execute(
+                    select(delivery_items.c.delivery_id, delivery_items.c.article_id)
+                    .where(delivery_items.c.delivery_id.in_(ids))
+                    .order_by(delivery_items.c.article_id)
+                ):
+                    items.setdefault(delivery_id, []).append(article_id)
+        return [
+            Delivery(
+                r.id, r.email, r.frequency, r.message_id, tuple(items.get(r.id, ())), r.attempts
+            )
+            for r in rows
+        ]
+
+    # The three below run once per message: their statements are built once, at import.
+
+    def mark_sent_many(self, sent: Sequence[tuple[int, str, bool]], now: datetime) -> None:
+        """Record accepted messages, (delivery id, email, clear failures), in one commit.
+
+        Clearing an address's failure count is a second statement, made only for addresses
+        known to have failures: a send of 100,000 messages runs this once per message.
+        """
+        at = timestamp(now)
+        self.db.run_many(
+            [
+                (self._sent, [{"b_id": d, "at": at} for d, _, _ in sent]),
+                (self._clear, [{"b_email": e} for _, e, c in sent if c]),
+            ]
+        )
+
+    def mark_deferred(self, delivery_id: int, code: int | None, reply: str, now: datetime) -> None:
+        with self.db.tx() as conn:
+            conn.execute(
+                _ATTEMPT,
+                {
+                    "b_id": delivery_id,
+                    "at": timestamp(now),
+                    "b_status": "pending",
+                    "b_code": code,
+                    "b_reply": reply[:1000],
+                },
+            )
+
+    def mark_failed(
+        self, delivery_id: int, email: str, code: int | None, reply: str, now: datetime
+    ) -> bool:
+        """Record a permanent failure; return True if the address is now suspended."""
+        with self.db.tx() as conn:
+            conn.execute(
+                _ATTEMPT,
+                {
+                    "b_id": delivery_id,
+                    "at": timestamp(now),
+                    "b_status": "failed",
+                    "b_code": code,
+                    "b_reply": reply[:1000],
+                },
+            )
+            conn.execute(_COUNT_FAILURE, {"b_email": email})
+            failures = conn.scalar(_FAILURES, {"b_email": email}) or 0
+            if failures >= SUSPEND_AFTER:
+                conn.execute(_SUSPEND, {"b_email": email, "at": timestamp(now)})
+                return True
+        return False
+
+    def cancel(self, delivery_id: int, reason: str, now: datetime) -> None:
+        with self.db.tx() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(status="cancelled", reply=reason, last_attempt=timestamp(now))
+            )
+
+    # -- operators' actions ------------------------------------------------------------
+
+    def problems(self, limit: int = 50) -> list[Problem]:
+        """Failed and waiting deliveries, newest first."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(deliveries)
+                .where(deliveries.c.status.in_(["pending", "failed"]))
+                .order_by(deliveries.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [
+            Problem(
+                r.email,
+                r.status,
+                r.attempts,
+                r.code,
+                r.reply,
+                from_timestamp(r.last_attempt or r.created_at),
+            )
+            for r in rows
+        ]
+
+    def counts(self) -> dict[str, int]:
+        """Deliveries by status."""
+        with self.db.tx() as conn:
+            result: dict[str, int] = {"pending": 0, "sent": 0, "failed": 0, "cancelled": 0}
+            for status, count in conn.execute(
+                select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+            ):
+                result[status] = int(count)
+        return result

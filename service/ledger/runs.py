@@ -1,0 +1,56 @@
+"""The last run of each job (scan, build, digest:daily, ...), for status and catch-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+
+from service.ledger.db import Database
+from service.ledger.schema import from_timestamp, runs, timestamp
+
+__all__ = ["Run", "Runs"]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    kind: str
+    started: datetime
+    finished: datetime
+    ok: bool
+    detail: str
+
+
+class Runs:
+    """One row per kind of run: the last one."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record(
+        self, kind: str, started: datetime, finished: datetime, ok: bool, detail: str
+    ) -> None:
+        values = {
+            "started": timestamp(started),
+            "finished": timestamp(finished),
+            "ok": int(ok),
+            "detail": detail,
+        }
+        with self.db.tx() as conn:
+            if conn.execute(update(runs).where(runs.c.kind == kind).values(**values)).rowcount == 0:
+                conn.execute(insert(runs).values(kind=kind, **values))
+
+    def all(self) -> list[Run]:
+        with self.db.tx() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.kind)).all()
+        return [
+            Run(
+                r.kind,
+                from_timestamp(r.started) or datetime.min,
+                from_timestamp(r.finished) or datetime.min,
+                bool(r.ok),
+                r.detail,
+            )
+            for r in rows
+        ]

@@ -1,0 +1,102 @@
+"""Composing workers: digest messages built in worker processes while the loop sends.
+
+Rendering and building a message costs about as much CPU as sending it, and the event loop
+also serves HTTP. A large run therefore hands composition to ``os.cpu_count() - 1`` worker
+processes (forkserver: the service has threads, so plain fork is unsafe), each holding the
+run's articles and its own Composer. Small runs, and the first messages of every run,
+compose inline: starting a process costs more than a few messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+
+from service import workers
+from service.mail.compose import Composer
+from service.mail.mime import DkimKey
+from service.model import Article, Frequency, Subscriber
+from service.settings import Settings
+
+INLINE = 64  # messages composed in-process before a run is worth worker processes
+
+_composer: Composer | None = None
+_articles: dict[str, Article] = {}
+
+
+def _start_worker(
+    settings: Settings, secret_key: bytes, dkim: DkimKey | None, articles: tuple[Article, ...]
+) -> None:
+    global _composer, _articles
+    _composer = Composer(settings, secret_key, dkim)
+    _articles = {a.id: a for a in articles}
+
+
+def _compose_in_worker(
+    subscriber: Subscriber,
+    ids: tuple[str, ...],
+    frequency: Frequency,
+    message_id: str,
+    now: datetime,
+) -> bytes:
+    assert _composer is not None, "worker not initialised"
+    return _composer.compose(subscriber, [_articles[i] for i in ids], frequency, message_id, now)
+
+
+def default_processes() -> int:
+    """Worker processes a large run composes in: every core but the one that sends."""
+    return max(0, workers.cores() - 1)
+
+
+class ComposeWorkers:
+    """``compose()`` returns a future of the message bytes; ``close()`` ends the workers."""
+
+    def __init__(self, composer: Composer, articles: Iterable[Article], processes: int) -> None:
+        self.composer = composer
+        self.articles = {a.id: a for a in articles}
+        self.processes = processes
+        self._executor: ProcessPoolExecutor | None = None
+        self.inline_count = 0  # messages composed in this process
+
+    def compose(
+        self,
+        subscriber: Subscriber,
+        articles: Sequence[Article],
+        frequency: Frequency,
+        message_id: str,
+        now: datetime,
+    ) -> asyncio.Future[bytes]:
+        loop = asyncio.get_running_loop()
+        usable = self.processes > 0 and all(a.id in self.articles for a in articles)
+        if not usable or self.inline_count < INLINE:
+            self.inline_count += 1
+            future: asyncio.Future[bytes] = loop.create_future()
+            try:
+                future.set_result(
+                    self.composer.compose(subscriber, articles, frequency, message_id, now)
+                )
+            except Exception as exc:  # delivered to whoever awaits the message
+                future.set_exception(exc)
+            return future
+        if self._executor is None:
+            self._executor = workers.executor(
+                self.processes,
+                _start_worker,
+                (
+                    self.composer.settings,
+                    self.composer.secret_key,
+                    self.composer.dkim,
+                    tuple(self.articles.values()),
+                ),
+            )
+        ids = tuple(a.id for a in articles)
+        return asyncio.wrap_future(
+            self._executor.submit(_compose_in_worker, subscriber, ids, frequency, message_id, now)
+        )
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

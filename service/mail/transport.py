@@ -1,0 +1,260 @@
+"""Transports that take finished message bytes to their recipient: SMTP, or files in an outbox.
+
+Both answer every message with an Outcome instead of raising, so one refused recipient never
+stops the others. SMTP connections are pooled (``smtp.concurrency`` of them) and reused across
+messages; we hand aiosmtplib bytes we built ourselves (``sendmail``), because
+``send_message`` would re-flatten them with the stdlib's buggy header folding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from service.mail.replies import Stage, Verdict, classify
+from service.settings import Settings, SmtpSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message: accepted (250) or not, at which stage, with what reply."""
+
+    ok: bool
+    code: int | None = None
+    reply: str = ""
+    stage: Stage = "rcpt"  # where the session failed (see replies.classify)
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> Verdict:
+        return classify(self.stage, self.code, self.reply)
+
+    @property
+    def permanent(self) -> bool:
+        """A refusal of this recipient that retrying will not change."""
+        verdict = self.verdict
+        return not self.ok and verdict.scope == "recipient" and verdict.permanent
+
+    @property
+    def reason(self) -> str:
+        if self.ok:
+            return "sent"
+        if self.code:
+            return f"smtp_{self.code // 100}xx"
+        return "network"
+
+
+class Transport(Protocol):
+    concurrency: int
+    name: str  # for messages: "mail server smtp.example.org:587"
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+class FileTransport:
+    """One .eml file per message in the outbox directory: what would be sent, to read."""
+
+    concurrency = 1
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.name = f"outbox {directory}"
+        self._count = 0
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
+        started = time.monotonic()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._count += 1
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in recipient)
+        name = f"{stamp}-{os.getpid()}-{self._count:06d}-{safe}.eml"
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(tmp, self.directory / name)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            # the outbox is this host's own: every message would fail alike
+            return Outcome(
+                False, None, f"cannot write to {self.directory}: {exc.strerror}", "connect"
+            )
+        return Outcome(True, 250, f"written to {name}", seconds=time.monotonic() - started)
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    sender: str
+    recipient: str
+    data: bytes
+
+
+class MemoryTransport:
+    """Messages kept in a list, for tests and previews, as httpx ships MockTransport.
+
+    ``reply(recipient)`` may return an Outcome to script a refusal; None accepts the message.
+    """
+
+    def __init__(
+        self,
+        reply: Callable[[str], Outcome | None] = lambda recipient: None,
+        concurrency: int = 1,
+    ) -> None:
+        self.sent: list[Sent] = []
+        self.reply = reply
+        self.concurrency = concurrency
+        self.name = "memory transport"
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
+        scripted = self.reply(recipient)
+        if scripted is not None:
+            return scripted
+        self.sent.append(Sent(sender, recipient, data))
+        return Outcome(True, 250, "kept in memory", "data")
+
+    async def close(self) -> None:
+        return None
+
+
+class SmtpTransport:
+    """A pool of SMTP connections, each used by one sender at a time."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.concurrency = settings.concurrency
+        self.name = f"mail server {settings.host}:{settings.port}"
+        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+        self._open: set[aiosmtplib.SMTP] = set()
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        password = s.password.get_secret_value() if s.password else None
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username,
+            password=password if s.username else None,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",  # required, never opportunistic
+            timeout=s.timeout,
+            tls_context=ssl.create_default_context() if s.security != "none" else None,
+        )
+
+    async def _acquire(self) -> aiosmtplib.SMTP:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            if client.is_connected:
+                return client
+            self._open.discard(client)
+        client = self._client()
+        await client.connect()
+        self._open.add(client)
+        return client
+
+    async def _drop(self, client: aiosmtplib.SMTP) -> None:
+        self._open.discard(client)
+        # Closing a broken connection can fail in many ways; it is gone anyway.
+        with contextlib.suppress(Exception):
+            client.close()
+
+    def _release(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            self._idle.put_nowait(client)
+        else:
+            self._open.discard(client)
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
+        started = time.monotonic()
+
+        def outcome(stage: Stage, code: int | None, reply: str) -> Outcome:
+            return Outcome(False, code, reply, stage, time.monotonic() - started)
+
+        try:
+            client = await self._acquire()
+        except BaseException as exc:
+            failure = _session_failure(exc)
+            if failure is None:
+                raise
+            return outcome(*failure)
+        # aiosmtplib resets the envelope (RSET) itself after a refusal: the connection is
+        # reused as it is, or dropped if the server closed it.
+        try:
+            _, reply = await client.sendmail(sender, [recipient], data)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            self._release(client)
+            # one recipient per message: the refusal is that recipient's
+            refusal = exc.recipients[0]
+            return outcome("rcpt", refusal.code, refusal.message)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            self._release(client)
+            return outcome("mail", exc.code, exc.message)
+        except aiosmtplib.SMTPResponseException as exc:  # SMTPDataError and the like
+            self._release(client)
+            return outcome("data", exc.code, exc.message)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop(client)
+            return outcome("network", None, _message(exc))
+        self._idle.put_nowait(client)
+        return Outcome(True, 250, reply, "data", time.monotonic() - started)
+
+    async def close(self) -> None:
+        clients = list(self._open)
+        self._open.clear()
+        for client in clients:
+            try:
+                if client.is_connected:
+                    await asyncio.wait_for(client.quit(), timeout=5)
+            except Exception:  # the server may already be gone; nothing is lost by not saying QUIT
+                client.close()
+
+
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+    return " ".join(str(text).split())
+
+
+def _session_failure(exc: BaseException) -> tuple[Stage, int | None, str] | None:
+    """Where setting up a session failed (connect, TLS, login), or None if not an SMTP matter."""
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return "auth", exc.code, _message(exc)
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        error = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+        assert isinstance(error, ssl.SSLError)
+        return "tls", None, f"TLS failed: {error.reason or error}"
+    if isinstance(exc, aiosmtplib.SMTPHeloError):
+        return "helo", exc.code, _message(exc)
+    if isinstance(exc, aiosmtplib.SMTPConnectError | TimeoutError | OSError):
+        code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+        return "connect", code, _message(exc)
+    if isinstance(exc, aiosmtplib.SMTPException):
+        # raised by aiosmtplib's own checks: no STARTTLS, no AUTH, a refused STARTTLS command
+        text = _message(exc)
+        code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+        if "AUTH" in text:
+            return "auth", code, text
+        if "TLS" in text:
+            return "tls", code, text
+        return "connect", code, text
+    return None
+
+
+def transport_for(settings: Settings) -> Transport:
+    """The transport ``mail.transport`` names."""
+    if settings.mail.transport == "smtp":
+        return SmtpTransport(settings.smtp)
+    return FileTransport(settings.mail.outbox_dir)

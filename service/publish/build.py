@@ -1,0 +1,179 @@
+"""A build: published articles to every output file, rendering only what changed.
+
+The builder remembers which article each page was rendered from; since the source returns the
+same Article object for an unchanged file, a rebuild after one edit renders that one page, the
+index, and the small feeds, and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from service import workers
+from service.content.scan import Scan
+from service.errors import ConfigError
+from service.model import Article
+from service.publish.feeds import FeedSpec, feed_files
+from service.publish.layout import FEED_FILES, category_prefix
+from service.publish.output import Output
+from service.publish.pages import Pages
+from service.settings import Settings
+from service.templating import Templates
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    published: int
+    written: tuple[str, ...]
+    removed: tuple[str, ...]
+    files: int
+
+    @property
+    def feeds_written(self) -> tuple[str, ...]:
+        return tuple(p for p in self.written if p.endswith(("rss.xml", "atom.xml", "feed.json")))
+
+
+class Builder:
+    def __init__(self, settings: Settings, templates_dir: Path) -> None:
+        self.settings = settings
+        self.templates_dir = templates_dir
+        self.output = Output(settings.feeds.output_dir)
+        self.pages = Pages(
+            Templates(templates_dir, zone=settings.site.zone, language=settings.site.language),
+            settings,
+        )
+        # id -> article of every page written (the objects are held, so ids are not reused)
+        self._pages: dict[int, Article] = {}
+        self._page_paths: set[str] = set()
+        # feed directory -> the objects its feeds and index page were rendered from
+        self._slices: dict[str, tuple[object, ...]] = {}
+        self._templates_stamp: tuple[tuple[str, int], ...] = ()
+
+    def build(self, scan: Scan, now: datetime) -> BuildReport:
+        """Write every file for the articles of ``scan`` published at ``now``.
+
+        ConfigError when the output directory cannot be written, TemplateError for a template.
+        """
+        try:
+            return self._build(scan, now)
+        except OSError as exc:
+            where = exc.filename or self.settings.feeds.output_dir
+            raise ConfigError(
+                self.settings.feeds.output_dir,
+                f"cannot write {where} ({exc.strerror or exc}); "
+                "check [feeds] output_dir and its permissions",
+            ) from exc
+
+    def _build(self, scan: Scan, now: datetime) -> BuildReport:
+        self._forget_pages_if_templates_changed()
+        settings = self.settings
+        limit = settings.feeds.max_items
+        published = scan.published(now)
+        sections = scan.recent_by_category(now, limit)
+        ordered = [category for category, _ in sections]
+
+        written: list[str] = []
+        produced: set[str] = set()
+        slices: dict[str, tuple[object, ...]] = {}
+
+        def emit(path: str, data: bytes) -> None:
+            produced.add(path)
+            if self.output.write(path, data):
+                written.append(path)
+
+        def unchanged(prefix: str, key: tuple[object, ...]) -> bool:
+            """True if the files under ``prefix`` were built from these very objects last time."""
+            slices[prefix] = key
+            last = self._slices.get(prefix)
+            if (
+                last is None
+                or len(last) != len(key)
+                or any(a is not b for a, b in zip(last, key, strict=True))
+            ):
+                return False
+            produced.update(prefix + name for name in (*FEED_FILES, "index.html"))
+            return True
+
+        hub = settings.feeds.websub_hub
+        recent = published[:limit]
+        if not unchanged("", (*recent, *ordered)):
+            site_spec = FeedSpec(settings.site.title, "", recent)
+            for path, data in feed_files(site_spec, settings.site, hub).items():
+                emit(path, data)
+            emit("index.html", self.pages.index(recent, ordered))
+        for category, recent in sections:
+            prefix = category_prefix(category.slug)
+            if unchanged(prefix, (category, *recent)):
+                continue
+            spec = FeedSpec(f"{settings.site.title}: {category.name}", prefix, recent)
+            for path, data in feed_files(spec, settings.site, hub).items():
+                emit(path, data)
+            emit(prefix + "index.html", self.pages.category(category, recent))
+        self._slices = slices
+
+        # Article pages by object identity: the source hands back the same object for an
+        # unchanged file, so set arithmetic on ids finds the few pages to render.
+        current = {id(a): a for a in published}
+        last = self._pages
+        stale = [a for key, a in current.items() if key not in last]
+        for key in last.keys() - current.keys():
+            self._page_paths.discard(last[key].page_path() + "index.html")
+        self._page_paths.update(a.page_path() + "index.html" for a in stale)
+        produced |= self._page_paths
+        written += self._write_pages(stale)
+        self._pages = current
+        removed = self.output.finish(produced)
+        return BuildReport(len(published), tuple(written), tuple(removed), len(produced))
+
+    def _write_pages(self, articles: list[Article]) -> list[str]:
+        """Render and write article pages; thousands of them (a cold build) on every core."""
+        if len(articles) < workers.PARALLEL_MIN or workers.cores() < 2:
+            return [
+                path
+                for path, data in (
+                    (a.page_path() + "index.html", self.pages.article(a)) for a in articles
+                )
+                if self.output.write(path, data)
+            ]
+        written: list[str] = []
+        for batch in workers.map_batches(
+            _write_page_batch,
+            articles,
+            initializer=_start_page_worker,
+            initargs=(self.settings, self.templates_dir),
+        ):
+            written += batch
+        return written
+
+    def _forget_pages_if_templates_changed(self) -> None:
+        stamp = tuple(
+            sorted((str(p), p.stat().st_mtime_ns) for p in self.templates_dir.glob("*.j2"))
+        )
+        if stamp != self._templates_stamp:
+            self._pages = {}
+            self._page_paths = set()
+            self._slices = {}
+            self._templates_stamp = stamp
+
+
+_worker_pages: tuple[Pages, Output] | None = None
+
+
+def _start_page_worker(settings: Settings, templates_dir: Path) -> None:
+    global _worker_pages
+    templates = Templates(templates_dir, zone=settings.site.zone, language=settings.site.language)
+    _worker_pages = (Pages(templates, settings), Output(settings.feeds.output_dir))
+
+
+def _write_page_batch(articles: list[Article]) -> list[str]:
+    """In a worker process: render and write these article pages; the paths written."""
+    assert _worker_pages is not None, "worker not initialised"
+    site, output = _worker_pages
+    written = []
+    for article in articles:
+        path = article.page_path() + "index.html"
+        if output.write(path, site.article(article)):
+            written.append(path)
+    return written

@@ -1,0 +1,160 @@
+"""Articles to RSS 2.0, Atom 1.0 and JSON Feed 1.1 bytes (the only feedgen user).
+
+Deterministic: the feed-level date comes from the newest entry, never the clock, so an
+unchanged feed has the same bytes (and ETag) on every build. Each entry has one guid (a UUID
+derived from the article's id) in all three formats, kept when the article is edited.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from service.model import Article
+from service.settings import SiteSettings
+
+__all__ = ["FeedSpec", "feed_files"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ATOM_NS = "http://www.w3.org/2005/Atom"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSpec:
+    """One feed: its title, where it lives under the output directory, and its entries."""
+
+    title: str
+    prefix: str  # "" for the site feed, "categories/<slug>/" for a category
+    articles: Sequence[Article]  # newest first, already cut to max_items
+
+
+def feed_files(spec: FeedSpec, site: SiteSettings, hub: str | None = None) -> dict[str, bytes]:
+    """The three feed files of ``spec``, keyed by path under the output directory."""
+    return {
+        spec.prefix + "rss.xml": _rss(spec, site, hub),
+        spec.prefix + "atom.xml": _atom(spec, site, hub),
+        spec.prefix + "feed.json": _json(spec, site, hub),
+    }
+
+
+def _updated(spec: FeedSpec) -> datetime:
+    return max((a.modified for a in spec.articles), default=EPOCH)
+
+
+def _generator(spec: FeedSpec, site: SiteSettings, self_name: str) -> FeedGenerator:
+    home = f"{site.base_url}/{spec.prefix}"
+    fg = FeedGenerator()
+    fg.id(home)
+    fg.title(spec.title)
+    fg.description(site.description or spec.title)
+    fg.language(site.language)
+    fg.generator("bantin")
+    fg.author({"name": site.author or site.title})
+    # RSS <channel><link> is the last link added: self first, the page last.
+    fg.link(href=f"{home}{self_name}", rel="self")
+    fg.link(href=home, rel="alternate")
+    updated = _updated(spec)
+    fg.updated(updated)
+    fg.lastBuildDate(updated)
+    return fg
+
+
+def _rss(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
+    fg = _generator(spec, site, "rss.xml")
+    fg.load_extension("dc")  # names go in dc:creator: RSS <author> must be an email address
+    for article in spec.articles:
+        fe = fg.add_entry(order="append")
+        _common(fe, article, site)
+        fe.guid(article.guid(site.base_url), permalink=False)
+        # Readers render <description> as HTML: the plain summary must be escaped first.
+        fe.description(html.escape(article.summary, quote=False))
+        fe.content(article.content_html, type="CDATA")
+        if article.author:
+            fe.dc.dc_creator(article.author)
+    data: bytes = fg.rss_str(pretty=True)
+    if hub:
+        data = _rss_with_hub(data, hub)
+    return data
+
+
+def _rss_with_hub(data: bytes, hub: str) -> bytes:
+    """feedgen writes only rel=self into RSS; WebSub also needs an atom:link rel=hub."""
+    root = etree.fromstring(data)
+    channel = root.find("channel")
+    assert channel is not None
+    link = etree.Element(f"{{{_ATOM_NS}}}link", href=hub, rel="hub")
+    channel.insert(3, link)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def _atom(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
+    fg = _generator(spec, site, "atom.xml")
+    if hub:
+        fg.link(href=hub, rel="hub")
+    for article in spec.articles:
+        fe = fg.add_entry(order="append")
+        _common(fe, article, site)
+        fe.id(article.guid(site.base_url))
+        fe.summary(article.summary)
+        fe.content(article.content_html, type="html")
+        if article.author:
+            fe.author({"name": article.author})
+    data: bytes = fg.atom_str(pretty=True)
+    return data
+
+
+def _common(fe: object, article: Article, site: SiteSettings) -> None:
+    entry: FeedEntryLike = fe  # type: ignore[assignment]
+    entry.title(article.title)
+    entry.link(href=article.link(site.base_url))
+    entry.published(article.date)
+    entry.updated(article.modified)
+    entry.category(term=article.category.name, label=article.category.name)
+
+
+class FeedEntryLike:
+    """The slice of feedgen's FeedEntry that _common uses (feedgen ships no type hints)."""
+
+    def title(self, value: str) -> None: ...
+    def link(self, *, href: str) -> None: ...
+    def published(self, value: datetime) -> None: ...
+    def updated(self, value: datetime) -> None: ...
+    def category(self, *, term: str, label: str) -> None: ...
+
+
+def _json(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
+    home = f"{site.base_url}/{spec.prefix}"
+    feed: dict[str, object] = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": spec.title,
+        "home_page_url": home,
+        "feed_url": f"{home}feed.json",
+        "description": site.description or spec.title,
+        "language": site.language,
+        "authors": [{"name": site.author or site.title}],
+    }
+    if hub:
+        feed["hubs"] = [{"type": "WebSub", "url": hub}]
+    items = []
+    for article in spec.articles:
+        item: dict[str, object] = {
+            "id": article.guid(site.base_url),
+            "url": article.link(site.base_url),
+            "title": article.title,
+            "content_html": article.content_html,
+            "summary": article.summary,
+            "date_published": article.date.isoformat(),
+            "date_modified": article.modified.isoformat(),
+            "tags": [article.category.name, *article.tags],
+        }
+        if article.author:
+            item["authors"] = [{"name": article.author}]
+        items.append(item)
+    feed["items"] = items
+    return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")

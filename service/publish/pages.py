@@ -1,0 +1,67 @@
+"""Articles to HTML pages: the index, one page per article, one page per category."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from service.model import Article, Category
+from service.publish.layout import category_prefix
+from service.settings import Settings
+from service.templating import Templates
+
+__all__ = ["PAGE_TEMPLATES", "FeedLink", "Pages"]
+
+PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedLink:
+    title: str
+    url: str
+    type: str
+
+
+class Pages:
+    """Renders pages with the operators' templates; every link is absolute under base_url."""
+
+    def __init__(self, templates: Templates, settings: Settings) -> None:
+        self.templates = templates
+        self.site = settings.site
+
+    def feed_links(self, prefix: str, title: str) -> list[FeedLink]:
+        base = f"{self.site.base_url}/{prefix}"
+        return [
+            FeedLink(f"{title} (RSS)", f"{base}rss.xml", "application/rss+xml"),
+            FeedLink(f"{title} (Atom)", f"{base}atom.xml", "application/atom+xml"),
+            FeedLink(f"{title} (JSON Feed)", f"{base}feed.json", "application/feed+json"),
+        ]
+
+    def index(self, recent: Sequence[Article], categories: Sequence[Category]) -> bytes:
+        return self._render(
+            "index.html.j2",
+            articles=recent,
+            categories=categories,
+            feeds=self.feed_links("", self.site.title),
+        )
+
+    def category(self, category: Category, recent: Sequence[Article]) -> bytes:
+        prefix = category_prefix(category.slug)
+        return self._render(
+            "category.html.j2",
+            category=category,
+            articles=recent,
+            feeds=self.feed_links(prefix, f"{self.site.title}: {category.name}"),
+        )
+
+    def article(self, article: Article) -> bytes:
+        return self._render(
+            "article.html.j2",
+            article=article,
+            feeds=self.feed_links(category_prefix(article.category.slug), article.category.name),
+        )
+
+    def _render(self, name: str, **context: object) -> bytes:
+        return self.templates.render(
+            name, site=self.site, base_url=self.site.base_url, **context
+        ).encode()

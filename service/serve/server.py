@@ -1,0 +1,152 @@
+"""The HTTP server's lifecycle: uvicorn inside the service's own event loop, signals left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from types import TracebackType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from service.errors import BantinError
+
+__all__ = ["HttpServer"]
+
+log = logging.getLogger("bantin.web")
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn.Server that leaves signals alone and says when it is accepting."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn 0.54 replaces SIGINT/SIGTERM handlers here and re-raises the signal after
+        # its shutdown (the process then dies with -15): the service owns the signals.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket. Its proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on
+    accepted connections only then (socket.create_server gives proto 0), and without it a
+    small response written in two parts waits ~40 ms for the client's delayed ACK."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _bind_error(host, port, exc) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(host, port, exc) from exc
+    return sock
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> BantinError:
+    return BantinError(
+        f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+        "stop the other program on that port or change server.host / server.port"
+    )
+
+
+class HttpServer:
+    """The app served by uvicorn as a task of the running loop, without its signal handlers.
+
+    ``await start()`` binds (port 0 picks a free one: read ``port``) and returns once the
+    server accepts; ``await stop()`` finishes open requests (up to ``grace`` seconds). Also an
+    async context manager.
+    """
+
+    def __init__(self, app: Starlette, host: str, port: int, *, grace: float = 5.0) -> None:
+        self.host = host
+        self._requested_port = port
+        self._config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            http="h11",
+            server_header=False,
+            timeout_graceful_shutdown=int(grace) or 1,
+        )
+        self._server = _Uvicorn(self._config)
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the chosen one when asked for port 0)."""
+        if self._socket is None:
+            raise RuntimeError("the HTTP server is not started")
+        port: int = self._socket.getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and start serving; raise BantinError if the address cannot be used."""
+        if self._task is not None:
+            raise RuntimeError("the HTTP server is already started")
+        self._socket = _bind(self.host, self._requested_port)
+        # Our own socket: uvicorn's bind would log and sys.exit() on a busy port.
+        self._task = asyncio.create_task(
+            self._server.serve(sockets=[self._socket]), name="bantin-http"
+        )
+        ready = asyncio.create_task(self._server.ready.wait())
+        await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            await self._task  # it ended before accepting: let its exception out
+            raise BantinError(f"the HTTP server on {self.host}:{self.port} stopped at start-up")
+        log.info("serving HTTP on %s/", self.url)
+
+    def request_stop(self) -> None:
+        """Ask the server to stop (safe from a signal handler); ``stop()`` waits for it."""
+        self._server.should_exit = True
+
+    async def stop(self) -> None:
+        """Stop accepting, let open requests finish, and return when the server is down."""
+        self.request_stop()
+        if self._task is not None:
+            await self._task
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The serving task, for the service to watch (it ends if the server dies)."""
+        return self._task
+
+    async def __aenter__(self) -> HttpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
