@@ -25,6 +25,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 bench: | $(BIN)/python
