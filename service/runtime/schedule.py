@@ -1,6 +1,6 @@
 """When things run: cron timing (pure, testable with a fake clock) and the APScheduler wiring.
 
-APScheduler 3.x traps handled here (see GOTCHAS): weekday numbering (cron.py translates),
+APScheduler 3.x traps handled here (see docs/gotchas.md): weekday numbering (cron.py translates),
 the 1-second default misfire grace (we coalesce and run late jobs whenever they can run),
 triggers that ignore the scheduler's zone (every trigger gets ``timezone=``), and a shutdown
 that cancels running coroutines (the service stops its runs itself before shutting down).
