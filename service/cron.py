@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]  # February in a leap year
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 _FULL_NAMES = {
     full[:3]: full
@@ -101,6 +102,13 @@ def parse_cron(expression: str) -> Cron:
         raise CronSyntaxError(
             f"{expression!r} restricts both day-of-month and day-of-week; "
             "use one of them and '*' for the other"
+        )
+    if day is not None and not any(
+        d <= _DAYS_IN_MONTH[m - 1] for m in (month or range(1, 13)) for d in day
+    ):
+        raise CronSyntaxError(
+            f"{expression!r} never fires: no month it names has day {day[0]}"
+            + (" or later" if len(day) > 1 else "")
         )
     return Cron(
         expression=expression,

@@ -7,6 +7,7 @@ are relative to the working directory the command runs in.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -15,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -50,6 +52,17 @@ class SiteSettings(_Section):
     templates_dir: Path = Path("templates")
 
     _plain = field_validator("title", "description", "author", "language")(_no_control)
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (ValueError, UnknownLocaleError):
+            raise ValueError(
+                f"{value!r} is not a language bantin knows; use a code like 'vi' or 'en'"
+            ) from None
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -126,7 +139,7 @@ class SmtpSettings(_Section):
     security: Literal["none", "starttls", "tls"] = "starttls"
     username: str | None = None
     password: SecretStr | None = None
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     concurrency: int = Field(default=4, ge=1, le=64)
 
 
@@ -134,6 +147,16 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     secret_key: SecretStr | None = None
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError(
+                "must be at least 16 characters (it signs unsubscribe links); "
+                "use a long random string, or leave it unset to have one generated"
+            )
+        return value
 
 
 class Settings(BaseSettings):
@@ -199,6 +222,7 @@ def load_settings(path: Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(str(exc))
         raise ConfigError(path, f"not valid TOML: {exc}", line) from exc
+    _check_environment(path)
     _CURRENT_FILE["data"] = data
     try:
         return Settings()  # type: ignore[call-arg]
@@ -208,15 +232,60 @@ def load_settings(path: Path) -> Settings:
         _CURRENT_FILE["data"] = None
 
 
+# BANTIN_* variables that are not settings overrides
+_NOT_OVERRIDES = {"BANTIN_CONFIG"}
+
+
+def _known_keys() -> dict[str, list[str]]:
+    """Each section of Settings and its keys, as the environment spells them (lower case)."""
+    sections: dict[str, list[str]] = {}
+    for name, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            sections[name] = [
+                spelling.lower()
+                for key, info in model.model_fields.items()
+                for spelling in {key, info.alias or key}
+            ]
+    return sections
+
+
+def _check_environment(path: Path) -> None:
+    """An unknown BANTIN_* variable is a mistake (a misspelt key is otherwise silently ignored)."""
+    sections = _known_keys()
+    valid = [
+        f"BANTIN_{section.upper()}__{key.upper()}"
+        for section, keys in sections.items()
+        for key in keys
+    ]
+    for variable in sorted(os.environ):
+        upper = variable.upper()
+        if not upper.startswith("BANTIN_") or upper in _NOT_OVERRIDES:
+            continue
+        section, _, key = upper.removeprefix("BANTIN_").lower().partition("__")
+        if section in sections and key in sections[section]:
+            continue
+        close = difflib.get_close_matches(upper, valid, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; see README, Configuration"
+        raise ConfigError(
+            variable,
+            f"is not a bantin setting (overrides are BANTIN_<SECTION>__<KEY>){hint}",
+        )
+
+
 def _toml_error_line(message: str) -> int | None:
     match = re.search(r"line (\d+)", message)
     return int(match.group(1)) if match else None
 
 
 def _config_error(path: Path, text: str, exc: ValidationError) -> ConfigError:
-    """Turn pydantic's error into one line: file:line: [section] key: what is wrong."""
+    """Turn pydantic's error into one line: file:line: [section] key: what is wrong.
+
+    A value that came from the environment is blamed on its variable, not on the file.
+    """
     error = exc.errors(include_input=False)[0]
     loc = [str(part) for part in error["loc"]]
+    variable = _variable_for(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
         reason = f"unknown key {'.'.join(loc)!r}; check its spelling (see README, Configuration)"
@@ -228,7 +297,17 @@ def _config_error(path: Path, text: str, exc: ValidationError) -> ConfigError:
     extra = len(exc.errors()) - 1
     if extra:
         reason += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    if variable is not None:
+        return ConfigError(variable, f"{reason} (this variable overrides {path})")
     return ConfigError(path, reason, _key_line(text, loc))
+
+
+def _variable_for(loc: list[str]) -> str | None:
+    """The BANTIN_* variable that set the value at ``loc``, if one did."""
+    if len(loc) < 2:
+        return None
+    wanted = f"BANTIN_{loc[0]}__{loc[1]}".upper()
+    return next((name for name in os.environ if name.upper() == wanted), None)
 
 
 def _key_line(text: str, loc: list[str]) -> int | None:

@@ -19,12 +19,13 @@ def config(project: Path, text: str) -> Path:
     return path
 
 
-def error(path: Path) -> ConfigError:
+def error(path: Path, source: str | None = None) -> ConfigError:
+    """The one-line error of loading ``path``; it names ``source`` (default: the file) first."""
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(str(path))
+    assert message.startswith(source or str(path))
     assert "pydantic" not in message.lower()
     assert "errors.pydantic.dev" not in message
     return caught.value
@@ -99,6 +100,14 @@ def test_unknown_key_in_site(project: Path) -> None:
         (MINIMAL + "[feeds]\nmax_items = 'many'\n", "feeds.max_items"),
         (MINIMAL + "[smtp]\nsecurity = 'ssl'\n", "smtp.security"),
         (MINIMAL + "[mail]\ntransport = 'pigeon'\n", "mail.transport"),
+        (MINIMAL + "[server]\nsecret_key = ''\n", "at least 16 characters"),
+        (MINIMAL + "[server]\nsecret_key = 'short'\n", "at least 16 characters"),
+        (MINIMAL + 'language = "klingon-xx"\n', "not a language"),
+        (MINIMAL + "[schedule]\ndaily = '0 7 31 2 *'\n", "never fires"),
+        (MINIMAL + "[schedule]\nweekly = '0 7 30,31 2 *'\n", "never fires"),
+        (MINIMAL + "[smtp]\ntimeout = inf\n", "smtp.timeout"),
+        (MINIMAL + "[smtp]\ntimeout = nan\n", "smtp.timeout"),
+        (MINIMAL + "[smtp]\ntimeout = 86400\n", "smtp.timeout"),
         ('[site]\ntitle = "a\\nb"\nbase_url = "https://x.vn"\n', "site.title"),
         ("[site\ntitle = 1", "not valid TOML"),
     ],
@@ -150,11 +159,11 @@ def test_secret_never_appears_in_errors(project: Path, monkeypatch: pytest.Monke
     assert SECRET not in repr(caught.args)
     config(project, MINIMAL)
     monkeypatch.setenv("BANTIN_SMTP__PASWORD", SECRET)  # a mistyped env name
-    caught = error(path)
+    caught = error(path, "BANTIN_SMTP__PASWORD")
     assert SECRET not in str(caught)
     monkeypatch.delenv("BANTIN_SMTP__PASWORD")
     monkeypatch.setenv("BANTIN_SMTP__PORT", SECRET)  # a secret pasted into the wrong key
-    caught = error(path)
+    caught = error(path, "BANTIN_SMTP__PORT")
     assert "smtp.port" in caught.reason
     assert SECRET not in str(caught)
     assert caught.__cause__ is None or SECRET not in str(caught.__cause__)
@@ -174,3 +183,42 @@ def test_bom_in_config_is_fine(project: Path) -> None:
     path = project / "config" / "bantin.toml"
     path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
     assert load_settings(path).site.title == "Cổng"
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        ("BANTIN_FEEDS__MAX_ITMES", "BANTIN_FEEDS__MAX_ITEMS"),
+        ("BANTIN_SMTP_PASSWORD", "BANTIN_SMTP__PASSWORD"),  # one underscore where two belong
+        ("BANTIN_SERVR__PORT", "BANTIN_SERVER__PORT"),
+        ("BANTIN_WHATEVER", None),
+    ],
+)
+def test_an_unknown_bantin_variable_is_named_with_the_closest_key(
+    project: Path, monkeypatch: pytest.MonkeyPatch, variable: str, suggestion: str | None
+) -> None:
+    path = config(project, MINIMAL)
+    monkeypatch.setenv(variable, "42")
+    caught = error(path, variable)
+    if suggestion:
+        assert f"did you mean {suggestion}?" in caught.reason
+    else:
+        assert "BANTIN_<SECTION>__<KEY>" in caught.reason
+
+
+def test_known_variables_and_the_alias_of_from_are_accepted(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BANTIN_MAIL__FROM", "Tỉnh <tin@tinh.example.gov.vn>")
+    monkeypatch.setenv("BANTIN_CONFIG", str(config(project, MINIMAL)))
+    assert load_settings(config_path(None)).mail.from_ == "Tỉnh <tin@tinh.example.gov.vn>"
+
+
+def test_a_bad_override_is_blamed_on_its_variable_not_on_a_line_of_the_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = config(project, MINIMAL + "[smtp]\nport = 587\n")
+    monkeypatch.setenv("BANTIN_SMTP__PORT", "notaport")
+    caught = error(path, "BANTIN_SMTP__PORT")
+    assert caught.line is None
+    assert "valid integer" in caught.reason and str(path) in caught.reason
