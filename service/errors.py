@@ -11,6 +11,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = [
+    "ArticleError",
+    "BantinError",
+    "ConfigError",
+    "StateError",
+    "TemplateError",
+    "printable",
+]
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal or in a log line: bytes that are not UTF-8 (file
+    names come with them) as ``\\xff``, control characters (escape sequences, line breaks) as
+    ``\\x1b``, ``\\n``; everything else as it is."""
+    decoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if decoded.isprintable():
+        return decoded
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in decoded)
+
 
 class BantinError(Exception):
     """Base class: str(error) is one line that says what failed, where, and what to do."""
@@ -31,9 +50,9 @@ class ConfigError(BantinError):
 
 class ArticleError(BantinError):
     def __init__(self, path: str, reason: str) -> None:
-        self.path = path
+        self.path = path  # as the file system gave it; printed escaped
         self.reason = reason
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{printable(path)}: {reason}")
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.path, self.reason))

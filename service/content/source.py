@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 from service import workers
 from service.content.parse import parse_markdown, parse_portal
 from service.content.scan import Scan
-from service.errors import ArticleError, ConfigError
+from service.errors import ArticleError, ConfigError, printable
 from service.model import Article
 
 __all__ = ["MAX_FILE_BYTES", "PARSERS", "Source", "parse_file"]
@@ -33,17 +34,39 @@ _Stamp = tuple[int, int, int]
 # as is every other extension.
 _IGNORED_EXTENSIONS = frozenset([".swp", ".swo", ".tmp"])
 _SUFFIXES = tuple(PARSERS)  # as written, lower case: the fast path of a rescan
+_NOT_REGULAR = (
+    "is not a regular file (a named pipe, socket or device); only files are read: "
+    "remove it from the articles directory"
+)
+_NOT_UTF8_NAME = "the file name is not valid UTF-8; rename it (bantin cannot publish or link it)"
 
 
 def parse_file(root: Path, relative: str, zone: ZoneInfo) -> Article | ArticleError:
-    """Read and parse one article file; every problem comes back as an ArticleError."""
+    """Read and parse one article file; every problem comes back as an ArticleError.
+
+    Only a regular file is read: the file is opened without blocking and checked after opening,
+    so a named pipe, a socket or a device put (or swapped) in its place is reported, never
+    waited on.
+    """
     path = os.path.join(root, relative)
     parser = PARSERS[os.path.splitext(relative)[1].lower()]
     try:
-        with open(path, "rb") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ArticleError(
+            relative, "vanished while it was being read; it is read again next scan"
+        )
+    except OSError as exc:
+        return ArticleError(relative, f"cannot be read: {exc.strerror}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ArticleError(relative, _NOT_REGULAR)
+        with os.fdopen(fd, "rb", closefd=False) as file:
             raw = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         return ArticleError(relative, f"cannot be read: {exc.strerror}")
+    finally:
+        os.close(fd)
     if len(raw) > MAX_FILE_BYTES:
         return ArticleError(
             relative,
@@ -82,6 +105,15 @@ def parse_files(
         yield from batch
 
 
+def _utf8(name: str) -> bool:
+    """False for a name the file system gave with bytes that are not UTF-8 (surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _Walk:
     """One walk of the tree, comparing each file's stamp with the last scan's as it goes.
 
@@ -109,6 +141,13 @@ class _Walk:
             if target not in self.visited:
                 self.visited.add(target)
                 self._directory(target, relative + "/", links, root)
+
+    def _bad_name(self, entry: os.DirEntry[str], relative: str) -> None:
+        """A name that is not UTF-8: reported if it would be an article or a folder of them."""
+        if entry.is_dir(follow_symlinks=False):
+            self.problems.append(ArticleError(relative + "/", _NOT_UTF8_NAME))
+        elif relative.lower().endswith(_SUFFIXES):
+            self.problems.append(ArticleError(relative, _NOT_UTF8_NAME))
 
     def _unusual(
         self, entry: os.DirEntry[str], relative: str, links: list[tuple[str, str]]
@@ -159,6 +198,9 @@ class _Walk:
         with iterator:
             for entry in iterator:
                 name = entry.name
+                if not name.isascii() and not _utf8(name):
+                    self._bad_name(entry, prefix + name)
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     if not (name[0] == "." or name[-1] == "~" or name[0] == name[-1] == "#"):
                         subdirs.append((entry.path, prefix + name + "/"))
@@ -173,6 +215,9 @@ class _Walk:
                     st = entry.stat()
                 except OSError as exc:
                     self.problems.append(ArticleError(relative, f"cannot be read: {exc.strerror}"))
+                    continue
+                if st.st_mode & 0o170000 != 0o100000:  # not a regular file: never opened
+                    self.problems.append(ArticleError(relative, _NOT_REGULAR))
                     continue
                 stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
                 if seen is not None:
@@ -290,7 +335,7 @@ class Source:
                 problems.append(
                     ArticleError(
                         path,
-                        f"{what} is already used by {first.source}; "
+                        f"{what} is already used by {printable(first.source)}; "
                         "give one of them a different 'id:' or 'slug:'",
                     )
                 )

@@ -14,7 +14,7 @@ import pytest
 
 from service.content import source as sources
 from service.content.source import Source
-from service.errors import ConfigError
+from service.errors import ArticleError, ConfigError
 
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
@@ -415,3 +415,67 @@ def test_next_due_is_the_earliest_scheduled_article(project: Path) -> None:
     assert scan.next_due(now) == datetime(2026, 12, 5, 8, tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
     assert scan.next_due(datetime(2027, 2, 1, tzinfo=UTC)) is None
     assert [a.id for a in scan.published(now)] == ["cu"]
+
+
+# -- file system oddities: each is one skipped, named file; nothing blocks or crashes --------
+
+
+def test_pipes_sockets_and_bad_names_are_each_one_named_problem(
+    content: Path, write: Write
+) -> None:
+    import socket
+
+    write("tot.md", article("Tốt"))
+    os.mkfifo(content / "ong.md")  # a reader would wait for a writer forever
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(content / "o-cam.md"))
+    raw = os.fsencode(content)
+    with open(os.path.join(raw, b"bad\xffname.md"), "wb") as file:
+        file.write(article("Tên hỏng").encode())
+    os.mkdir(os.path.join(raw, b"thu-muc-\xfe"))
+    with open(os.path.join(raw, b"thu-muc-\xfe", b"con.md"), "wb") as file:
+        file.write(article("Con").encode())
+    (content / "\x1b[31mdo\nhai dong.md").write_text("---\ntitle: [hỏng\n---\n", encoding="utf-8")
+    try:
+        scan = scan_of(content)
+    finally:
+        listener.close()
+    assert [a.title for a in scan.articles] == ["Tốt"]
+    found = problems(scan)
+    assert "regular file" in found["ong.md"] and "regular file" in found["o-cam.md"]
+    messages = sorted(str(p) for p in scan.problems)
+    assert any(m.startswith("bad\\xffname.md: the file name is not valid UTF-8") for m in messages)
+    assert any(m.startswith("thu-muc-\\xfe/: the file name is not valid UTF-8") for m in messages)
+    escaped = next(m for m in messages if "hai dong" in m)
+    assert escaped.startswith("\\x1b[31mdo\\nhai dong.md: front matter is not valid YAML")
+    assert all("\x1b" not in m and "\n" not in m and m.isprintable() for m in messages)
+
+
+def test_a_file_swapped_for_a_pipe_after_the_walk_is_not_waited_on(content: Path) -> None:
+    os.mkfifo(content / "doi.md")
+    result = sources.parse_file(content, "doi.md", ZONE)
+    assert isinstance(result, ArticleError) and "regular file" in result.reason
+    gone = sources.parse_file(content, "khong-con.md", ZONE)
+    assert isinstance(gone, ArticleError) and "vanished" in gone.reason
+
+
+def test_build_names_a_bad_file_name_and_goes_on(project: Path, write: Write) -> None:
+    import subprocess
+    import sys
+
+    write("tot.md", article("Tốt"))
+    with open(os.path.join(os.fsencode(project / "content"), b"x\xff.md"), "wb") as file:
+        file.write(article("X").encode())
+    os.mkfifo(project / "content" / "ong.md")
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "build"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 articles published, 2 skipped" in result.stdout
+    assert "content/x\\xff.md: the file name is not valid UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
