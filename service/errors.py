@@ -59,13 +59,17 @@ class ArticleError(BantinError):
 
 
 class TemplateError(BantinError):
-    def __init__(self, template: str, reason: str) -> None:
+    """``limit``: the render hit a resource limit (output size, time, loop budget), which
+    depends on the data rendered as much as on the template."""
+
+    def __init__(self, template: str, reason: str, limit: bool = False) -> None:
         self.template = template
         self.reason = reason
+        self.limit = limit
         super().__init__(f"template {template}: {reason}")
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
-        return (type(self), (self.template, self.reason))
+        return (type(self), (self.template, self.reason, self.limit))
 
 
 class StateError(BantinError):

@@ -235,7 +235,9 @@ class Templates:
             for chunk in template.generate(**context):
                 size += len(chunk)
                 if size > MAX_OUTPUT:
-                    raise TemplateError(name, f"output exceeds {MAX_OUTPUT:,} characters")
+                    raise TemplateError(
+                        name, f"output exceeds {MAX_OUTPUT:,} characters", limit=True
+                    )
                 parts.append(chunk)
             return "".join(parts)
         except TemplateError:
@@ -249,7 +251,7 @@ class Templates:
                 f"{exc.name or name}:{exc.lineno}", exc.message or "syntax error"
             ) from exc
         except SecurityError as exc:
-            raise TemplateError(name, f"refused by the sandbox: {exc}") from exc
+            raise TemplateError(name, f"refused by the sandbox: {exc}", limit=True) from exc
         except jinja2.UndefinedError as exc:
             raise TemplateError(name, f"{exc.message}; check the variable names") from exc
         except Exception as exc:  # a template can raise anything a filter raises

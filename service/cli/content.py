@@ -12,8 +12,8 @@ from service.errors import BantinError
 from service.mail.compose import Composer
 from service.mail.mime import read_dkim_key
 from service.mail.subscribers import validate
-from service.publish.build import Builder
-from service.publish.pages import PAGE_TEMPLATES
+from service.publish.build import Builder, page_problems
+from service.publish.pages import PAGE_TEMPLATES, Pages
 from service.settings import Settings
 from service.templating import Templates
 
@@ -26,8 +26,11 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     for problem in scan.problems:
         print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
     report = Builder(settings, settings.site.templates_dir).build(scan, clock.now())
+    for problem in report.problems:
+        print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
+    skipped = len(scan.problems) + len(report.problems)
     print(
-        f"bantin build: {report.published} articles published, {len(scan.problems)} skipped, "
+        f"bantin build: {report.published} articles published, {skipped} skipped, "
         f"{len(report.written)} files written, {len(report.removed)} removed, "
         f"{report.files} files in {settings.feeds.output_dir}/ ({time.monotonic() - started:.2f} s)"
     )
@@ -37,7 +40,8 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
 def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     """Every problem `bantin check` reports, and its warnings, one line each."""
     problems: list[str] = []
-    templates = Templates(settings.site.templates_dir, zone=settings.site.zone)
+    site = settings.site
+    templates = Templates(site.templates_dir, zone=site.zone, language=site.language)
     problems += [str(p) for p in templates.check(PAGE_TEMPLATES)]
     mail = settings.mail
     try:
@@ -50,6 +54,12 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
         scan = Source(settings.source.dir, settings.site.zone).scan()
         problems += [f"{settings.source.dir}/{p}" for p in scan.problems]
         known = {a.category.slug: a.category.name for a in scan.articles}
+        if not templates.check(PAGE_TEMPLATES):  # render what a build would render
+            pages = Pages(templates, settings)
+            problems += [
+                f"{settings.source.dir}/{p}"
+                for p in page_problems(pages, scan.published(clock.now()))
+            ]
     except BantinError as exc:
         problems.append(str(exc))
     warnings: list[str] = []

@@ -8,6 +8,8 @@ here from the Scan's own articles.
 from __future__ import annotations
 
 import bisect
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -85,13 +87,20 @@ class Scan:
                 sections[new.category.slug] = (category, items)
         return Scan(tuple(articles), self.problems, changed, sections)
 
-    def recent_by_category(self, now: datetime, limit: int) -> list[tuple[Category, list[Article]]]:
-        """Each category's newest ``limit`` published articles, categories by name."""
+    def recent_by_category(
+        self, now: datetime, limit: int, skip: Callable[[Article], bool] | None = None
+    ) -> list[tuple[Category, list[Article]]]:
+        """Each category's newest ``limit`` published articles (but those ``skip`` names),
+        categories by name."""
         found = []
         for category, items in self.sections().values():
             start = bisect.bisect_left(items, -now.timestamp(), key=_newest_first)
-            if start < len(items):
-                found.append((category, items[start : start + limit]))
+            if skip is None:
+                chosen = items[start : start + limit]
+            else:
+                chosen = list(itertools.islice((a for a in items[start:] if not skip(a)), limit))
+            if chosen:
+                found.append((category, chosen))
         found.sort(key=lambda pair: pair[0].name)
         return found
 

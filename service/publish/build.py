@@ -7,13 +7,14 @@ index, and the small feeds, and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from service import workers
 from service.content.scan import Scan
-from service.errors import ConfigError
+from service.errors import ArticleError, ConfigError, TemplateError
 from service.model import Article
 from service.publish.feeds import FeedSpec, feed_files
 from service.publish.layout import FEED_FILES, category_prefix
@@ -25,10 +26,13 @@ from service.templating import Templates
 
 @dataclass(frozen=True, slots=True)
 class BuildReport:
+    """What a build did: articles published, files written and removed, pages that failed."""
+
     published: int
     written: tuple[str, ...]
     removed: tuple[str, ...]
     files: int
+    problems: tuple[ArticleError, ...] = ()  # articles left out: their page cannot be rendered
 
     @property
     def feeds_written(self) -> tuple[str, ...]:
@@ -50,6 +54,9 @@ class Builder:
         # feed directory -> the objects its feeds and index page were rendered from
         self._slices: dict[str, tuple[object, ...]] = {}
         self._templates_stamp: tuple[tuple[str, int], ...] = ()
+        # id -> why the page of that article object could not be rendered (tried again when
+        # the article or a template changes)
+        self._failed: dict[int, ArticleError] = {}
 
     def build(self, scan: Scan, now: datetime) -> BuildReport:
         """Write every file for the articles of ``scan`` published at ``now``.
@@ -71,11 +78,39 @@ class Builder:
         settings = self.settings
         limit = settings.feeds.max_items
         published = scan.published(now)
-        sections = scan.recent_by_category(now, limit)
-        ordered = [category for category, _ in sections]
-
         written: list[str] = []
         produced: set[str] = set()
+
+        # Article pages first, by object identity: the source hands back the same object for
+        # an unchanged file, so set arithmetic on ids finds the few pages to render. An article
+        # whose page cannot be rendered is left out of every feed and list, so nothing links
+        # to a page that was not written.
+        current = {id(a): a for a in published}
+        self._failed = {key: error for key, error in self._failed.items() if key in current}
+        stale = [
+            a for key, a in current.items() if key not in self._pages and key not in self._failed
+        ]
+        pages_written, failures, fault = self._write_pages(stale)
+        if fault is not None and len(failures) == len(stale):
+            # every page fails alike, and not on a limit its content hits: the template's fault
+            raise fault
+        self._failed.update(failures)
+        for key in self._failed:
+            current.pop(key, None)
+        last = self._pages
+        for key in last.keys() - current.keys():
+            self._page_paths.discard(last[key].page_path() + "index.html")
+        self._page_paths.update(a.page_path() + "index.html" for a in stale if id(a) in current)
+        produced |= self._page_paths
+        written += pages_written
+        self._pages = current
+
+        failed = self._failed
+        listed = [a for a in published if id(a) not in failed] if failed else published
+        sections = scan.recent_by_category(
+            now, limit, skip=(lambda a: id(a) in failed) if failed else None
+        )
+        ordered = [category for category, _ in sections]
         slices: dict[str, tuple[object, ...]] = {}
 
         def emit(path: str, data: bytes) -> None:
@@ -97,7 +132,7 @@ class Builder:
             return True
 
         hub = settings.feeds.websub_hub
-        recent = published[:limit]
+        recent = listed[:limit]
         if not unchanged("", (*recent, *ordered)):
             site_spec = FeedSpec(settings.site.title, "", recent)
             for path, data in feed_files(site_spec, settings.site, hub).items():
@@ -112,40 +147,41 @@ class Builder:
                 emit(path, data)
             emit(prefix + "index.html", self.pages.category(category, recent))
         self._slices = slices
-
-        # Article pages by object identity: the source hands back the same object for an
-        # unchanged file, so set arithmetic on ids finds the few pages to render.
-        current = {id(a): a for a in published}
-        last = self._pages
-        stale = [a for key, a in current.items() if key not in last]
-        for key in last.keys() - current.keys():
-            self._page_paths.discard(last[key].page_path() + "index.html")
-        self._page_paths.update(a.page_path() + "index.html" for a in stale)
-        produced |= self._page_paths
-        written += self._write_pages(stale)
-        self._pages = current
         removed = self.output.finish(produced)
-        return BuildReport(len(published), tuple(written), tuple(removed), len(produced))
+        problems = tuple(sorted(failed.values(), key=lambda e: e.path))
+        return BuildReport(len(listed), tuple(written), tuple(removed), len(produced), problems)
 
-    def _write_pages(self, articles: list[Article]) -> list[str]:
-        """Render and write article pages; thousands of them (a cold build) on every core."""
+    def _write_pages(
+        self, articles: list[Article]
+    ) -> tuple[list[str], dict[int, ArticleError], TemplateError | None]:
+        """Render and write article pages; thousands of them (a cold build) on every core.
+
+        Returns the paths written; by article identity, the pages that could not be rendered;
+        and, when every failure was the same error and not a resource limit, that error.
+        """
         if len(articles) < workers.PARALLEL_MIN or workers.cores() < 2:
-            return [
-                path
-                for path, data in (
-                    (a.page_path() + "index.html", self.pages.article(a)) for a in articles
-                )
-                if self.output.write(path, data)
-            ]
+            results = [_write_page(self.pages, self.output, a) for a in articles]
+        else:
+            results = []
+            for batch in workers.map_batches(
+                _write_page_batch,
+                articles,
+                initializer=_start_page_worker,
+                initargs=(self.settings, self.templates_dir),
+            ):
+                results += batch
         written: list[str] = []
-        for batch in workers.map_batches(
-            _write_page_batch,
-            articles,
-            initializer=_start_page_worker,
-            initargs=(self.settings, self.templates_dir),
-        ):
-            written += batch
-        return written
+        failures: dict[int, ArticleError] = {}
+        errors: list[TemplateError] = []
+        for article, outcome in zip(articles, results, strict=True):
+            if isinstance(outcome, TemplateError):
+                failures[id(article)] = _unrenderable(article, outcome)
+                errors.append(outcome)
+            elif outcome:
+                written.append(outcome)
+        alike = {(e.template, e.reason) for e in errors}
+        fault = errors[0] if len(alike) == 1 and not errors[0].limit else None
+        return written, failures, fault
 
     def _forget_pages_if_templates_changed(self) -> None:
         stamp = tuple(
@@ -155,6 +191,7 @@ class Builder:
             self._pages = {}
             self._page_paths = set()
             self._slices = {}
+            self._failed = {}
             self._templates_stamp = stamp
 
 
@@ -167,13 +204,37 @@ def _start_page_worker(settings: Settings, templates_dir: Path) -> None:
     _worker_pages = (Pages(templates, settings), Output(settings.feeds.output_dir))
 
 
-def _write_page_batch(articles: list[Article]) -> list[str]:
-    """In a worker process: render and write these article pages; the paths written."""
-    assert _worker_pages is not None, "worker not initialised"
-    site, output = _worker_pages
-    written = []
+def _write_page(pages: Pages, output: Output, article: Article) -> str | TemplateError | None:
+    """Render and write one article's page: its path if written, None if unchanged, or the
+    error that keeps it unpublished."""
+    path = article.page_path() + "index.html"
+    try:
+        data = pages.article(article)
+    except TemplateError as exc:
+        return exc
+    return path if output.write(path, data) else None
+
+
+def _unrenderable(article: Article, exc: TemplateError) -> ArticleError:
+    return ArticleError(
+        article.source,
+        f"its page cannot be rendered ({exc}); it is left out of the feeds until fixed",
+    )
+
+
+def page_problems(pages: Pages, articles: Iterable[Article]) -> list[ArticleError]:
+    """The articles whose page cannot be rendered, as a build would find them (for check)."""
+    problems = []
     for article in articles:
-        path = article.page_path() + "index.html"
-        if output.write(path, site.article(article)):
-            written.append(path)
-    return written
+        try:
+            pages.article(article)
+        except TemplateError as exc:
+            problems.append(_unrenderable(article, exc))
+    return problems
+
+
+def _write_page_batch(articles: list[Article]) -> list[str | TemplateError | None]:
+    """In a worker process: render and write these article pages."""
+    assert _worker_pages is not None, "worker not initialised"
+    pages, output = _worker_pages
+    return [_write_page(pages, output, article) for article in articles]

@@ -20,7 +20,7 @@ from pathlib import Path
 from service import clock
 from service.content.scan import Scan
 from service.content.source import Source
-from service.errors import BantinError
+from service.errors import ArticleError, BantinError
 from service.ledger import State
 from service.ledger.lock import held, runner_lock
 from service.mail.compose import Composer
@@ -69,7 +69,8 @@ class Service:
         self._immediate_top: int | None = None  # the newest article the immediate run has seen
         self._rebuild = True
         self._next_due: datetime | None = None
-        self._problems: set[str] = set()
+        self._problems: set[str] = set()  # scan problems already logged
+        self._page_problems: set[str] = set()  # pages that could not be rendered, logged
         self.reloader = Reloader(
             config_file,
             self.state,
@@ -176,6 +177,12 @@ class Service:
             log.warning("skipped %s/%s", self.settings.source.dir, problem)
         self._problems = current
 
+    def _report_page_problems(self, problems: tuple[ArticleError, ...]) -> None:
+        current = {str(p) for p in problems}
+        for problem in sorted(current - self._page_problems):
+            log.warning("skipped %s/%s", self.settings.source.dir, problem)
+        self._page_problems = current
+
     async def build(self, scan: Scan, moment: datetime) -> None:
         started = time.monotonic()
         try:
@@ -185,6 +192,7 @@ class Service:
             log.error("build failed, the previous files stay: %s", exc)
             return
         seconds = time.monotonic() - started
+        self._report_page_problems(report.problems)
         self.metrics.run_seconds.labels(job="build").observe(seconds)
         self.metrics.articles_published.set(report.published)
         detail = (

@@ -141,3 +141,24 @@ def test_unwritable_output_is_one_line(project: Path, write: Write) -> None:
     write("a.md", GOOD.format(t="Một", d=1))
     (project / "public").write_text("not a directory")
     one_line_error(bantin(project, "build"), "public", "output_dir")
+
+
+def test_check_renders_each_page_and_build_skips_the_one_that_cannot_be(
+    project: Path, write: Write
+) -> None:
+    write("../config/subscribers.toml", "")
+    write("a.md", GOOD.format(t="Một", d=1))
+    row = "|" + "|".join("ô" for _ in range(40)) + "|\n"
+    table = "|" + "|".join(f"c{i}" for i in range(40)) + "|\n|" + "---|" * 40 + "\n"
+    write("bang.md", GOOD.format(t="Bảng", d=2) + table + row * 15_000)
+    checked = bantin(project, "check")
+    assert checked.returncode == 1
+    assert "content/bang.md: its page cannot be rendered" in checked.stdout
+    built = bantin(project, "build")
+    assert built.returncode == 0, built.stderr
+    assert "1 articles published, 1 skipped" in built.stdout
+    assert "skipped content/bang.md: its page cannot be rendered" in built.stderr
+    titles = [
+        e.title for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries
+    ]
+    assert titles == ["Một"]

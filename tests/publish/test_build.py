@@ -11,6 +11,7 @@ import feedparser
 import pytest
 
 from service.content.source import Source
+from service.errors import TemplateError
 from service.publish import build as build_module
 from service.publish.build import Builder
 from service.publish.feeds import FeedSpec
@@ -72,3 +73,60 @@ def test_rebuild_renders_only_the_feeds_an_edit_touches(
     assert sorted(rendered) == ["", "categories/thong-bao/"]
     assert "categories/lich-tiep-cong-dan/rss.xml" not in report.written
     assert "categories/thong-bao/rss.xml" in report.written
+
+
+def huge_table(rows: int) -> str:
+    """A Markdown table under the 2 MB file limit whose page exceeds the rendering cap."""
+    line = "|" + "|".join("ô" for _ in range(40)) + "|\n"
+    head = "|" + "|".join(f"c{i}" for i in range(40)) + "|\n|" + "---|" * 40 + "\n"
+    return head + line * rows
+
+
+def test_an_article_whose_page_cannot_be_rendered_is_skipped_and_never_linked(
+    settings: Settings, write: Callable[[str, str], Path], project: Path
+) -> None:
+    write("a.md", article("Tin thường", "2026-11-25"))
+    body = huge_table(15_000)
+    path = write("bang.md", article("Bảng khổng lồ", "2026-11-26") + body)
+    assert 1_000_000 < path.stat().st_size < 2_000_000
+    scan = Source(settings.source.dir, settings.site.zone).scan()
+    assert not scan.problems  # the file itself is fine: only its page is too large
+    builder = Builder(settings, settings.site.templates_dir)
+    report = builder.build(scan, NOW)
+    assert report.published == 1
+    [problem] = report.problems
+    assert problem.path == "bang.md" and "page cannot be rendered" in problem.reason
+    public = project / "public"
+    for name in ("rss.xml", "atom.xml"):
+        parsed = feedparser.parse((public / name).read_bytes())
+        assert [e.title for e in parsed.entries] == ["Tin thường"]
+    category = public / "categories" / "thong-bao" / "rss.xml"
+    assert [e.title for e in feedparser.parse(category.read_bytes()).entries] == ["Tin thường"]
+    assert not (public / "articles" / "bang").exists()
+    assert "Bảng khổng lồ" not in (public / "index.html").read_text(encoding="utf-8")
+
+    # fixed: the next build publishes it, pages and feeds together
+    write("bang.md", article("Bảng khổng lồ", "2026-11-26") + huge_table(20))
+    report = builder.build(Source(settings.source.dir, settings.site.zone).scan(), NOW)
+    assert report.problems == () and report.published == 2
+    assert (public / "articles" / "bang" / "index.html").exists()
+    titles = [e.title for e in feedparser.parse((public / "rss.xml").read_bytes()).entries]
+    assert titles == ["Bảng khổng lồ", "Tin thường"]
+
+
+def test_a_template_that_fails_for_every_page_fails_the_build_and_keeps_the_files(
+    settings: Settings, write: Callable[[str, str], Path], project: Path
+) -> None:
+    write("a.md", article("Một", "2026-11-25"))
+    write("b.md", article("Hai", "2026-11-24"))
+    builder = Builder(settings, settings.site.templates_dir)
+    builder.build(Source(settings.source.dir, settings.site.zone).scan(), NOW)
+    rss = (project / "public" / "rss.xml").read_bytes()
+    template = project / "templates" / "article.html.j2"
+    template.write_text("{{ article.khong_co_truong_nay }}", encoding="utf-8")
+    write("c.md", article("Ba", "2026-11-23"))
+    with pytest.raises(TemplateError):
+        Builder(settings, settings.site.templates_dir).build(
+            Source(settings.source.dir, settings.site.zone).scan(), NOW
+        )
+    assert (project / "public" / "rss.xml").read_bytes() == rss
