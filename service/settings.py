@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import tomllib
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -119,6 +120,14 @@ class ScheduleSettings(_Section):
         return value
 
 
+# The From address: ASCII only (SMTP without SMTPUTF8 cannot carry more); unlike a
+# subscriber's address the domain may be a single label, as an office mail host often is.
+_SENDER = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
 class MailSettings(_Section):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -131,6 +140,20 @@ class MailSettings(_Section):
     dkim_key_file: Path | None = None
 
     _plain = field_validator("from_")(_no_control)
+
+    @field_validator("from_")
+    @classmethod
+    def _has_address(cls, value: str) -> str:
+        if not _SENDER.fullmatch(parseaddr(value)[1]):
+            raise ValueError(
+                f"{value!r} has no email address; write it like 'Tên <ten@example.org>'"
+            )
+        return value
+
+    @property
+    def sender(self) -> tuple[str, str]:
+        """(display name, address) of ``from``."""
+        return parseaddr(self.from_)
 
 
 class SmtpSettings(_Section):

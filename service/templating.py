@@ -1,17 +1,21 @@
-"""The operators' Jinja2 templates: loaded sandboxed, autoescaped for HTML, output capped.
+"""The operators' Jinja2 templates: loaded sandboxed, autoescaped for HTML, under a budget.
 
 Operators edit templates/, so a template must not reach Python internals (the sandbox) nor
-exhaust the machine (``'x' * 10**9``): big repetitions and powers are refused and rendered
-output is capped.
+exhaust the machine. Every render runs under a budget: a cap on output, on the size of every
+value it builds (strings, bytes, lists, integers), on loop iterations (each ``{% for %}`` is
+counted, nested ones too) and on time. A template that exceeds it fails with a TemplateError
+naming it; nothing it does can hold a thread for longer than ``RENDER_SECONDS``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import operator
 import re
 import string
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from service.errors import TemplateError
 
 MAX_OUTPUT = 5_000_000  # characters; a digest or page far beyond this is a runaway template
+MAX_ITERATIONS = 1_000_000  # loop iterations per render, all loops together
+RENDER_SECONDS = 10.0  # wall time per render; a digest takes about a millisecond
+MAX_INT_BITS = 10_000  # integers a template may build (about 3,000 decimal digits)
 _MAX_REPEAT = 100_000
+_CHECK_CLOCK_EVERY = 1024  # operations between looks at the clock
 LONG_DATE = "EEEE, 'ngày' d 'tháng' M 'năm' y"  # babel's own "full" pattern reads oddly in vi
 
 
@@ -41,6 +49,48 @@ _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?")
 _DIGITS = re.compile(r"\d+")
 
 
+class _Budget:
+    """What one render may still spend: loop iterations, operations, and time."""
+
+    __slots__ = ("deadline", "iterations", "operations")
+
+    def __init__(self, seconds: float, iterations: int) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.iterations = iterations
+        self.operations = 0
+
+    def step(self) -> None:
+        """One operation (a call, an operator, an output chunk): look at the clock now and then."""
+        self.operations += 1
+        if self.operations % _CHECK_CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
+            raise SecurityError(f"the template took longer than {RENDER_SECONDS:g} s")
+
+    def iterate(self) -> None:
+        self.iterations -= 1
+        if self.iterations < 0:
+            raise SecurityError(f"the template ran more than {MAX_ITERATIONS:,} loop iterations")
+        self.step()
+
+
+# The budget of the render running in this thread (renders nest: an include shares it).
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("budget", default=None)
+
+
+def _spend() -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.step()
+
+
+def _budgeted(iterable: Any) -> Iterator[Any]:
+    """Every ``{% for %}`` iterates through here (see _Sandbox._parse)."""
+    budget = _BUDGET.get()
+    for item in iterable:
+        if budget is not None:
+            budget.iterate()
+        yield item
+
+
 def _refuse_big(what: str, size: int) -> None:
     if size > _MAX_REPEAT:
         raise SecurityError(f"{what} too large in template")
@@ -48,9 +98,22 @@ def _refuse_big(what: str, size: int) -> None:
 
 def _check_size(value: Any) -> Any:
     """Growing text step by step (``s ~ s`` in a loop) doubles memory: stop at the output cap."""
-    if isinstance(value, str | list | tuple) and len(value) > MAX_OUTPUT:
+    if isinstance(value, str | bytes | bytearray | list | tuple) and len(value) > MAX_OUTPUT:
         raise SecurityError(f"a value of {len(value):,} items is too large in template")
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise SecurityError("an integer too large in template")
     return value
+
+
+def _check_ints(op: str, left: Any, right: Any) -> None:
+    """Refuse integer arithmetic whose result would be huge, before computing it."""
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return
+    if op == "**" and right > 0 and left not in (0, 1, -1):
+        if right > 64 or left.bit_length() * right > MAX_INT_BITS:
+            raise SecurityError("exponent too large in template")
+    elif op == "*" and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+        raise SecurityError("an integer too large in template")
 
 
 def _check_percent(template: Any, values: Any = ()) -> None:
@@ -79,7 +142,9 @@ def _check_format(template: Any) -> None:
 
 
 def _check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
-    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+    if all(isinstance(v, str) for v in (text, old, new)) or all(
+        isinstance(v, bytes | bytearray) for v in (text, old, new)
+    ):
         times = text.count(old) if old else len(text) + 1
         if isinstance(count, int) and count >= 0:
             times = min(times, count)
@@ -88,8 +153,9 @@ def _check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
 
 
 def _check_join(separator: Any, items: list[Any]) -> None:
-    size = len(separator) * max(len(items) - 1, 0) if isinstance(separator, str) else 0
-    size += sum(len(i) for i in items if isinstance(i, str))
+    text = str | bytes | bytearray
+    size = len(separator) * max(len(items) - 1, 0) if isinstance(separator, text) else 0
+    size += sum(len(i) for i in items if isinstance(i, text))
     if size > MAX_OUTPUT:
         raise SecurityError("joined result too large in template")
 
@@ -99,7 +165,7 @@ def _check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     inner = getattr(method, "__wrapped__", method)  # the sandbox wraps str.format
     owner = getattr(inner, "__self__", None)
     name = getattr(inner, "__name__", "")
-    if not isinstance(owner, str):
+    if not isinstance(owner, str | bytes | bytearray):
         return args
     if name in _WIDTH_METHODS:
         for value in (*args, *kwargs.values()):
@@ -134,6 +200,11 @@ def _guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             items = list(values[0]) if isinstance(values[0], Iterable) else []
             separator = values[1] if len(values) > 1 else kwargs.get("d", "")
             _check_join(separator, [str(i) for i in items])
+        elif name in ("batch", "slice"):  # both pad their lists to the size asked for
+            for value in (*values[1:2], *kwargs.values()):
+                if isinstance(value, int) and not isinstance(value, bool):
+                    _refuse_big(f"{name} size", value)
+        _spend()
         return _check_size(func(*args, **kwargs))
 
     return guarded
@@ -148,6 +219,12 @@ class _Codegen(CodeGenerator):
         self.write(")")
 
 
+_GUARDED_FILTERS = (
+    "center", "indent", "tojson", "wordwrap", "replace", "format", "join", "batch", "slice",
+)  # fmt: skip
+_BUDGETED = "bantin_budgeted"  # the filter every for loop's iterable goes through
+
+
 class _Sandbox(SandboxedEnvironment):
     intercepted_binops = frozenset(_BINOPS)
     code_generator_class = _Codegen
@@ -155,8 +232,18 @@ class _Sandbox(SandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._safe: dict[tuple[type, str], bool] = {}
-        for name in ("center", "indent", "tojson", "wordwrap", "replace", "format", "join"):
+        for name in _GUARDED_FILTERS:
             self.filters[name] = _guarded_filter(name, self.filters[name])
+        self.filters[_BUDGETED] = _budgeted
+        # lipsum(n) writes n paragraphs: nothing an office needs, and a way to exhaust memory
+        self.globals.pop("lipsum", None)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """Parse, then route every loop's iterable through the budget (nested loops included)."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, _BUDGETED, [], [], None, None, lineno=loop.lineno)
+        return tree
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         # The sandbox's answer depends only on the object's type and the attribute's name, and
@@ -172,12 +259,14 @@ class _Sandbox(SandboxedEnvironment):
         return _check_size(value)
 
     def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        _spend()
         if op == "**" and isinstance(right, int) and right > 64:
             raise SecurityError("exponent too large in template")
+        _check_ints(op, left, right)
         if op == "*":
             for seq, count in ((left, right), (right, left)):
                 if (
-                    isinstance(seq, str | list | tuple)
+                    isinstance(seq, str | bytes | bytearray | list | tuple)
                     and isinstance(count, int)
                     and len(seq) * count > _MAX_REPEAT
                 ):
@@ -193,6 +282,7 @@ class _Sandbox(SandboxedEnvironment):
         *args: Any,
         **kwargs: Any,
     ) -> Any:
+        _spend()
         args = _check_method(__obj, args, kwargs)
         return _check_size(super().call(__context, __obj, *args, **kwargs))
 
@@ -227,12 +317,20 @@ class Templates:
         self.env.filters.update(long_date=long_date, short_date=short_date, date_time=date_time)
 
     def render(self, name: str, **context: Any) -> str:
-        """Render ``name``; TemplateError names the template and line for any failure."""
+        """Render ``name`` under the budget; TemplateError names the template for any failure."""
+        token = _BUDGET.set(_Budget(RENDER_SECONDS, MAX_ITERATIONS))
+        try:
+            return self._render(name, context)
+        finally:
+            _BUDGET.reset(token)
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
         try:
             template = self.env.get_template(name)
             parts: list[str] = []
             size = 0
             for chunk in template.generate(**context):
+                _spend()
                 size += len(chunk)
                 if size > MAX_OUTPUT:
                     raise TemplateError(

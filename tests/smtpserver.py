@@ -209,3 +209,15 @@ def refusing_server(greeting: str) -> Iterator[int]:
     finally:
         state["loop"].call_soon_threadsafe(state["loop"].stop)
         thread.join(5)
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A relay that accepts connections and never says a word (a hung mail server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()

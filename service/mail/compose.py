@@ -9,18 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parseaddr
 from typing import Any
 
 import css_inline
 
-from service.errors import ConfigError, TemplateError
+from service.errors import TemplateError
 from service.mail.mime import (
     DkimKey,
     Envelope,
     build_message,
     format_address,
-    is_sender_address,
 )
 from service.mail.tokens import unsubscribe_url
 from service.model import Article, Frequency, Subscriber
@@ -50,13 +48,7 @@ class Composer:
         self.templates = Templates(
             settings.site.templates_dir, zone=settings.site.zone, language=settings.site.language
         )
-        self.sender_name, self.sender = parseaddr(settings.mail.from_)
-        if not is_sender_address(self.sender):
-            raise ConfigError(
-                "[mail] from",
-                f"{settings.mail.from_!r} has no email address; "
-                "write it like 'Tên <ten@example.org>'",
-            )
+        self.sender_name, self.sender = settings.mail.sender  # checked by the settings
         self.domain = self.sender.rsplit("@", 1)[1]
         # a phrase like a display name: a title such as "Tỉnh <A>, B" must not move the id
         self.list_id = format_address(self.site.title, f"bantin.{self.domain}")

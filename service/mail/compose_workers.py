@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 
 from service import workers
@@ -58,6 +58,9 @@ class ComposeWorkers:
         self.articles = {a.id: a for a in articles}
         self.processes = processes
         self._executor: ProcessPoolExecutor | None = None
+        # this process's composing happens on one thread beside the event loop, never on it:
+        # a template that runs to its time budget must not stop the loop (and the HTTP server)
+        self._thread: ThreadPoolExecutor | None = None
         self.inline_count = 0  # messages composed in this process
 
     def compose(
@@ -72,14 +75,17 @@ class ComposeWorkers:
         usable = self.processes > 0 and all(a.id in self.articles for a in articles)
         if not usable or self.inline_count < INLINE:
             self.inline_count += 1
-            future: asyncio.Future[bytes] = loop.create_future()
-            try:
-                future.set_result(
-                    self.composer.compose(subscriber, articles, frequency, message_id, now)
-                )
-            except Exception as exc:  # delivered to whoever awaits the message
-                future.set_exception(exc)
-            return future
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="bantin-compose")
+            return loop.run_in_executor(
+                self._thread,
+                self.composer.compose,
+                subscriber,
+                list(articles),
+                frequency,
+                message_id,
+                now,
+            )
         if self._executor is None:
             self._executor = workers.executor(
                 self.processes,
@@ -100,3 +106,6 @@ class ComposeWorkers:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+            self._thread = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,17 +25,12 @@ __all__ = [
     "check_header",
     "encode_words",
     "format_address",
-    "is_sender_address",
     "message_id",
     "read_dkim_key",
 ]
 
 _WORD_BYTES = 39  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 52 base64 chars + "?=" = 64
 _SPECIALS = set('()<>[]:;@\\,."')
-_SENDER = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
 _LINE_MAX = 900  # bytes of a header value on one line; RFC 5322 allows 998 with the name
 _SIGNED = [
     b"from",
@@ -47,12 +41,6 @@ _SIGNED = [
     b"list-unsubscribe",
     b"list-unsubscribe-post",
 ]
-
-
-def is_sender_address(address: str) -> bool:
-    """ASCII only (SMTP without SMTPUTF8 cannot carry more); unlike a subscriber's address the
-    domain may be a single label, as an office mail host often is (bantin@localhost)."""
-    return _SENDER.fullmatch(address) is not None
 
 
 def message_id(email: str, article_ids: Sequence[str], domain: str) -> str:

@@ -9,11 +9,13 @@ that cancels running coroutines (the service stops its runs itself before shutti
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -52,6 +54,18 @@ def missed(expression: str, zone: ZoneInfo, last_run: datetime | None, now: date
 Job = Callable[[], Awaitable[Any]]
 
 
+class _QuietSkips(logging.Filter):
+    """APScheduler's own "maximum number of running instances reached" line is replaced by
+    ours (Scheduler._skipped): what it means, and at most once per job every few minutes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in str(record.msg)
+
+
+_QUIET = _QuietSkips()
+_SKIP_NOTE_EVERY = 600.0  # seconds between two notes that one job is still running
+
+
 class Scheduler:
     """The service's jobs on an AsyncIOScheduler in the running loop."""
 
@@ -59,6 +73,20 @@ class Scheduler:
         self.zone = zone
         self._scheduler = AsyncIOScheduler(timezone=zone, job_defaults=JOB_DEFAULTS)
         self._crons: dict[str, str] = {}
+        self._noted: dict[str, float] = {}  # job id -> when we last said it was still running
+        logging.getLogger("apscheduler.scheduler").addFilter(_QUIET)
+        self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+
+    def _skipped(self, event: JobEvent) -> None:
+        moment = time.monotonic()
+        if moment - self._noted.get(event.job_id, -_SKIP_NOTE_EVERY) >= _SKIP_NOTE_EVERY:
+            self._noted[event.job_id] = moment
+            log.warning(
+                "%s is still running from its last start, so this start was skipped "
+                "(said at most every %d minutes)",
+                event.job_id,
+                _SKIP_NOTE_EVERY // 60,
+            )
 
     def start(self) -> None:
         self._scheduler.start()

@@ -35,7 +35,7 @@ from service.publish.build import Builder
 from service.publish.websub import ping_hub
 from service.runtime.health import Health
 from service.runtime.reload import WATCH_INTERVAL, Reloader
-from service.runtime.schedule import Scheduler, missed
+from service.runtime.schedule import Scheduler, cron_trigger, missed
 from service.serve.app import create_app
 from service.serve.server import HttpServer
 from service.settings import Settings
@@ -67,6 +67,9 @@ class Service:
         self._last_scan: Scan | None = None
         self._scan_error: str | None = None
         self._immediate_top: int | None = None  # the newest article the immediate run has seen
+        self._immediate: asyncio.Task[None] | None = None  # the immediate digest, when running
+        self._immediate_again = False  # asked for again while it ran
+        self._immediate_articles: list[Article] = []
         self._rebuild = True
         self._next_due: datetime | None = None
         self._problems: set[str] = set()  # scan problems already logged
@@ -85,15 +88,23 @@ class Service:
     # -- configuration -----------------------------------------------------------------------
 
     def _apply(self, settings: Settings) -> None:
-        """Make ``settings`` the running configuration (at start and after a good edit)."""
-        site = settings.site
-        mail = settings.mail
+        """Make ``settings`` the running configuration (at start and after a good edit).
+
+        All or nothing: every component is built first, and only when all of them could be
+        is any of them swapped in; a failure leaves the running configuration untouched.
+        """
+        site, mail, schedule = settings.site, settings.mail, settings.schedule
         dkim = read_dkim_key(mail.dkim_domain, mail.dkim_selector, mail.dkim_key_file)
-        self.settings = settings
-        self.source = Source(settings.source.dir, site.zone)
-        self.builder = Builder(settings, site.templates_dir)
-        self.composer = Composer(settings, self.secret_key(), dkim)
-        self.templates = Templates(site.templates_dir, zone=site.zone, language=site.language)
+        key = self.state.keys.secret_key(settings.server.secret_key)
+        source = Source(settings.source.dir, site.zone)
+        builder = Builder(settings, site.templates_dir)
+        composer = Composer(settings, key, dkim)
+        templates = Templates(site.templates_dir, zone=site.zone, language=site.language)
+        transport_for(settings)  # refuses what it cannot use, before anything is swapped
+        for expression in (schedule.daily, schedule.weekly):
+            cron_trigger(expression, site.zone)
+        self.settings, self.source, self.builder = settings, source, builder
+        self.composer, self.templates = composer, templates
         self._rebuild = True  # the next scan job rebuilds everything with the new settings
 
     def _adopt(self, settings: Settings) -> None:
@@ -168,8 +179,28 @@ class Service:
         top = self.state.articles.last_seq()
         if top != self._immediate_top or pending:
             self._immediate_top = top
-            await self.digest("immediate", published)
+            self._mail_immediately(published)
         return scan
+
+    def _mail_immediately(self, published: list[Article]) -> None:
+        """Start the immediate digest beside the scans, never in their way: publishing never
+        waits for mail. A request while one runs makes it run once more when it ends."""
+        self._immediate_articles = published
+        if self._immediate is not None and not self._immediate.done():
+            self._immediate_again = True
+            return
+        self._immediate = asyncio.create_task(self._immediate_runs(), name="digest:immediate")
+
+    async def settled(self) -> None:
+        """Wait until the immediate digests asked for so far have run (for tests, shutdown)."""
+        while self._immediate is not None and not self._immediate.done():
+            await asyncio.shield(self._immediate)
+
+    async def _immediate_runs(self) -> None:
+        self._immediate_again = True
+        while self._immediate_again and not self.stopping.is_set():
+            self._immediate_again = False
+            await self.digest("immediate", self._immediate_articles)
 
     def _report_problems(self, scan: Scan) -> None:
         current = {str(p) for p in scan.problems}
@@ -362,6 +393,7 @@ class Service:
             async with asyncio.timeout(STOP_GRACE):
                 # a scan in progress finishes (it may be writing files or the ledger) and
                 # so does what is in flight; then nothing touches the state any more
+                await self.settled()
                 async with self.scanning, self.sending:
                     pass
         except TimeoutError:

@@ -40,6 +40,19 @@ HOSTILE = {
     "concat-doubling": NS + "{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
     "plus-doubling": NS + "{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
     "output": "{% for i in range(99999) %}{{ 'x' * 99999 }}{% endfor %}",
+    "nested-loops": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+    "{% endfor %}",
+    "nested-loops-in-macro": "{% macro m() %}{% for j in range(100000) %}{% endfor %}"
+    "{% endmacro %}{% for i in range(100000) %}{{ m() }}{% endfor %}",
+    "bytes": "{{ ('x' * 100000).encode() * 20000 }}",
+    "bytes-join": "{{ (('x' * 99999).encode()).join([('x' * 99999).encode()] * 99) }}",
+    "bytes-ljust": "{{ b'x'.ljust(999999999) if false else ('x').encode().ljust(999999999) }}",
+    "batch": "{{ ['x']|batch(300000000, 'x')|list }}",
+    "slice": "{{ ['x']|slice(300000000, 'x')|list }}",
+    "big-int": "{% set ns = namespace(x=3) %}{% for i in range(64) %}"
+    "{% set ns.x = ns.x * ns.x %}{% endfor %}{{ ns.x }}",
+    "big-power": "{{ (10 ** 64) ** 64 }}",
+    "lipsum": "{{ lipsum(n=10000000) }}",
     "undefined": "{{ nope }}",
     "raises": "{{ 1 // 0 }}",
 }

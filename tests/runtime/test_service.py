@@ -313,6 +313,12 @@ def in_process(project: Path) -> Service:
     return Service(load_settings(config), config)
 
 
+async def scan(service: Service) -> None:
+    """A scan job and the immediate digest it starts beside it."""
+    await service.scan_job()
+    await service.settled()
+
+
 def outbox(project: Path, address: str) -> list[str]:
     """The plain-text parts of the messages the file transport wrote for ``address``."""
     directory = project / "var" / "outbox"
@@ -331,13 +337,13 @@ def test_a_scheduled_digest_that_sees_an_article_first_does_not_keep_it_from_imm
     in_process: Service, project: Path
 ) -> None:
     async def scenario() -> None:
-        await in_process.scan_job()
+        await scan(in_process)
         (project / "content" / "moi.md").write_text(
             article("Tin mới", "2024-05-02"), encoding="utf-8"
         )
         # the daily job happens to look at the articles before the next scan does
         await in_process.digest_job("daily")
-        await in_process.scan_job()
+        await scan(in_process)
 
     try:
         asyncio.run(scenario())
@@ -356,10 +362,10 @@ def test_an_unchanged_tree_is_not_rebuilt_even_with_a_problem_in_it(
     (project / "content" / "link.md").symlink_to(outside)
 
     async def scenario() -> None:
-        await in_process.scan_job()
+        await scan(in_process)
         assert builds(in_process) == 1
-        await in_process.scan_job()
-        await in_process.scan_job()
+        await scan(in_process)
+        await scan(in_process)
 
     try:
         asyncio.run(scenario())
@@ -372,7 +378,7 @@ def test_a_scheduled_digest_whose_scan_fails_is_recorded_as_failed(
     in_process: Service, project: Path
 ) -> None:
     async def scenario() -> None:
-        await in_process.scan_job()
+        await scan(in_process)
         shutil.rmtree(project / "content")
         await in_process.digest_job("daily")  # must not raise into the scheduler
 
@@ -413,14 +419,14 @@ def test_a_changed_feed_is_announced_to_the_websub_hub(project: Path) -> None:
     service = Service(load_settings(config), config)
 
     async def scenario() -> None:
-        await service.scan_job()
+        await scan(service)
         first = len(pings)
-        await service.scan_job()  # nothing changed: no ping
+        await scan(service)  # nothing changed: no ping
         assert len(pings) == first
         (project / "content" / "moi.md").write_text(
             article("Tin mới", "2024-05-02", category="Thông báo"), encoding="utf-8"
         )
-        await service.scan_job()
+        await scan(service)
 
     try:
         asyncio.run(scenario())
@@ -451,15 +457,15 @@ def test_a_draft_is_never_published_or_mailed_after_idle_rescans(
     )
 
     async def scenario() -> None:
-        await in_process.scan_job()
-        await in_process.scan_job()  # nothing changed: the idle rescan
+        await scan(in_process)
+        await scan(in_process)  # nothing changed: the idle rescan
         (content / "moi.md").write_text(article("Tin mới", "2024-05-04"), encoding="utf-8")
-        await in_process.scan_job()
-        await in_process.scan_job()  # idle again
+        await scan(in_process)
+        await scan(in_process)  # idle again
         # an edit that keeps the article's id and slug, after an idle rescan
         (content / "moi.md").write_text(article("Tin mới (sửa)", "2024-05-04"), encoding="utf-8")
-        await in_process.scan_job()
-        await in_process.scan_job()
+        await scan(in_process)
+        await scan(in_process)
         await in_process.digest_job("daily")
 
     try:
@@ -476,3 +482,47 @@ def test_a_draft_is_never_published_or_mailed_after_idle_rescans(
     assert len(immediate) == 1 and "Tin mới" in immediate[0]
     assert len(daily) == 1 and "Tin mới" in daily[0]
     assert all("Dự thảo" not in mail for mail in immediate + daily)
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        'from = "Bản tin không địa chỉ"',  # refused by the settings themselves
+        'dkim_domain = "tinh.example.gov.vn"\ndkim_selector = "s"\ndkim_key_file = "khong-co.pem"',
+    ],
+    ids=["invalid mail.from", "unreadable DKIM key"],
+)
+def test_a_refused_config_edit_changes_nothing(
+    in_process: Service, project: Path, mistake: str
+) -> None:
+    """Finding 2: an edit of title, transport and SMTP port with one bad value was logged as
+    refused, yet the next digest went to the new SMTP server under the new title."""
+    config = project / "config" / "bantin.toml"
+    edited = (
+        FILE_CONFIG.replace("Cổng thông tin tỉnh", "Tên mới")
+        .replace('from = "Bản tin <bantin@tinh.example.gov.vn>"\ntransport = "file"', mistake)
+        .replace("[mail]", '[mail]\ntransport = "smtp"')
+        + '[smtp]\nhost = "127.0.0.1"\nport = 1\nsecurity = "none"\n'
+    )
+
+    async def scenario() -> None:
+        await scan(in_process)
+        config.write_text(edited, encoding="utf-8")
+        assert not in_process.reloader.reload_config()
+        (project / "content" / "moi.md").write_text(
+            article("Tin mới", "2024-05-02"), encoding="utf-8"
+        )
+        await scan(in_process)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        in_process.state.close()
+    assert in_process.health.config["ok"] is False
+    assert in_process.settings.site.title == "Cổng thông tin tỉnh"
+    assert in_process.composer.settings.site.title == "Cổng thông tin tỉnh"
+    assert in_process.settings.mail.transport == "file"
+    [mail] = outbox(project, "hoa@example.org")  # the old transport, the old title
+    assert "Tin mới" in mail and "Cổng thông tin tỉnh" in mail
+    titles = feedparser.parse((project / "public" / "rss.xml").read_bytes()).feed.title
+    assert titles == "Cổng thông tin tỉnh"

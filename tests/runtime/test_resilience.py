@@ -1,0 +1,77 @@
+"""`bantin run` under faults: a hung relay, a looping template, a hostile client.
+
+The real service in a subprocess, watched from outside; every wait is bounded, and nothing
+here asserts a duration: each test checks an order of events (the feed changed while the mail
+was still stuck) or an outcome (the service answered, then stopped on SIGTERM).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import feedparser
+from servicekit import Bantin
+from smtpserver import silent_server
+
+
+def feed_titles(bantin: Bantin) -> list[str]:
+    return [e.title for e in feedparser.parse(bantin.get("/rss.xml").content).entries]
+
+
+def test_a_hung_relay_delays_mail_never_the_feeds(project: Path) -> None:
+    """Finding 10: immediate digests ran inside the scan job, so a relay that never answered
+    held new articles out of rss.xml for minutes."""
+    with silent_server() as port:
+        bantin = Bantin(project, port)
+        bantin.write_config(bantin.config_text().replace("timeout = 5", "timeout = 120"))
+        bantin.subscribe("hoa@example.org")
+        bantin.publish("Tin cũ")
+        try:
+            bantin.start()
+            before = bantin.health()
+            assert before is not None
+            startup_run = before["runs"]["digest:immediate"]  # nothing was news at start
+            first = bantin.publish("Tin thứ nhất")  # its immediate digest hangs on the relay
+            bantin.wait(lambda: first in feed_titles(bantin), 15, "the first article in the feed")
+            second = bantin.publish("Tin thứ hai")
+            bantin.wait(lambda: second in feed_titles(bantin), 15, "the second article")
+            health = bantin.health()
+            assert health is not None
+            assert health["runs"]["digest:immediate"] == startup_run  # the mail is still stuck
+            assert bantin.stop() == 0
+        finally:
+            bantin.stop()
+            print(bantin.log_text())
+    assert "maximum number of running instances" not in bantin.log_text()
+
+
+def test_a_looping_email_template_fails_its_run_and_the_service_stays_responsive(
+    project: Path,
+) -> None:
+    """Finding 7: a looping email template froze the event loop: /healthz timed out and
+    SIGTERM was ignored."""
+    with silent_server() as port:
+        bantin = Bantin(project, port)
+        bantin.subscribe("hoa@example.org")
+        bantin.publish("Tin cũ")
+        template = project / "templates" / "email" / "digest.txt.j2"
+        template.write_text(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            encoding="utf-8",
+        )
+        try:
+            bantin.start()
+            bantin.publish("Tin mới")
+
+            def failed_run() -> dict[str, object] | None:
+                health = bantin.health()
+                run = health["runs"].get("digest:immediate") if health else None
+                return run if run and not run["ok"] else None
+
+            run = bantin.wait(failed_run, 30, "the immediate digest to fail on its template")
+            assert "digest.txt.j2" in str(run["detail"])
+            assert "loop iterations" in str(run["detail"])
+            assert bantin.stop() == 0
+        finally:
+            bantin.stop()
+            print(bantin.log_text())
