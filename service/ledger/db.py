@@ -6,6 +6,7 @@ synchronous=NORMAL: a commit survives a killed process, which is the guarantee t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,26 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from service.errors import StateError
 from service.ledger.schema import metadata
 
-__all__ = ["Database", "Prepared"]
+__all__ = ["BUSY_TIMEOUT_MS", "Database", "Prepared", "database_error", "masked"]
+
+# How long SQLite waits for another writer before a statement fails with "database is locked".
+BUSY_TIMEOUT_MS = 10_000
+
+
+def masked(url: str) -> str:
+    """``url`` fit for a message or a log: its password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(a state.url that is not a database URL)"
+
+
+def database_error(where: str, exc: BaseException) -> StateError:
+    """One line for a database failure: the driver's own first line, never the SQL or the
+    parameters SQLAlchemy adds (they can hold addresses)."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return StateError(f"state database {where}: {type(cause).__name__}: {first}")
 
 
 class Database:
@@ -30,7 +50,7 @@ class Database:
             parsed = make_url(url)
         except ArgumentError:
             raise StateError(
-                f"state.url {url!r} is not a database URL; use e.g. sqlite:///var/bantin.db"
+                "state.url is not a database URL; use e.g. sqlite:///var/bantin.db"
             ) from None
         self.sqlite_path: Path | None = None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -39,19 +59,23 @@ class Database:
         try:
             self.engine: Engine = create_engine(url)
         except (ArgumentError, ImportError, SQLAlchemyError) as exc:
-            raise StateError(f"state.url {url!r} cannot be used: {exc}") from exc
+            raise StateError(
+                f"state.url {masked(url)} cannot be used: {type(exc).__name__}: "
+                f"{(str(exc).splitlines() or [''])[0]}"
+            ) from exc
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
-            raise StateError(f"state database {self.describe()} cannot be opened: {exc}") from exc
+            raise database_error(f"{self.describe()} cannot be opened", exc) from exc
         self._raw: Any = None  # the driver connection of run_many, opened on first use
 
     def describe(self) -> str:
+        """The database for messages: its file, or its URL with the password masked."""
         if self.sqlite_path:
             return str(self.sqlite_path)
-        return make_url(self.url).render_as_string()
+        return masked(self.url)
 
     @property
     def home(self) -> Path:
@@ -71,9 +95,7 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StateError(
-                f"state database {self.describe()}: {exc.__class__.__name__}: {exc}"
-            ) from exc
+            raise database_error(self.describe(), exc) from exc
 
     def run_many(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
         """Run prepared statements over their parameter lists, in one commit, via the driver."""
@@ -86,8 +108,9 @@ class Database:
                     cursor.executemany(statement.sql, statement.parameters(values))
             self._raw.commit()
         except Exception as exc:
-            self._raw.rollback()
-            raise StateError(f"state database {self.describe()}: {exc}") from exc
+            with contextlib.suppress(Exception):
+                self._raw.rollback()
+            raise database_error(self.describe(), exc) from exc
         finally:
             cursor.close()
 
@@ -120,6 +143,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # an fsync per message; only a power cut can lose the last commits.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

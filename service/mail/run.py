@@ -15,10 +15,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from service import clock as wall_clock
 from service.clock import Clock
-from service.errors import BantinError
+from service.errors import BantinError, StateError
 from service.ledger import State
 from service.ledger.deliveries import Claim, Delivery
 from service.mail.compose import Composer
@@ -113,14 +114,16 @@ class DigestRun:
         self._ran = True
         started = time.monotonic()
         self._prepare()
-        async with self._sending():
-            file_ok = await self._read_subscribers()
-            if file_ok and not self.halted:
-                for deliveries in self.pending.values():
-                    for delivery in deliveries:
-                        self._cancel(delivery, "address removed from the subscribers file")
         try:
+            async with self._sending():
+                file_ok = await self._read_subscribers()
+                if file_ok and not self.halted:
+                    for deliveries in self.pending.values():
+                        for delivery in deliveries:
+                            self._cancel(delivery, "address removed from the subscribers file")
             await self._retry()
+        except StateError as exc:  # the ledger failed while claiming: what is claimed waits
+            self._ledger_failed(exc)
         finally:
             await asyncio.to_thread(self.composers.close)
         self.report.seconds = time.monotonic() - started
@@ -258,30 +261,43 @@ class DigestRun:
             # Composed inline: CPU work on the loop the HTTP server shares; let requests in.
             await asyncio.sleep(0)
 
+    def _ledger_failed(self, exc: StateError) -> None:
+        self.stop(f"{exc}; the run stopped and its mail stays pending for the next one")
+        log.error("digest %s stopped: %s", self.frequency, exc)
+
     async def _sender(self) -> None:
+        """Send the queued jobs until the sentinel; whatever happens, keep draining the queue
+        (a sender that died would leave the bounded queue full and the run waiting forever)."""
         while (job := await self.queue.get()) is not None:
             if self.halted:
                 job.data.cancel()
                 continue  # left pending in the ledger for the next run
-            attempt = job.attempt
             try:
-                data = await job.data
-            except BantinError as exc:  # a template that fails: the operator must fix it
-                self.stop(str(exc))
-                log.error("digest for %s not composed: %s", attempt.subscriber.email, exc)
-                continue
-            except Exception as exc:  # a worker process died: nothing is lost, all stays pending
-                self.stop(f"composing failed: {exc.__class__.__name__}: {exc}")
-                log.exception("digest for %s not composed", attempt.subscriber.email)
-                continue
-            outcome = await self.transport.send(
-                self.composer.sender, attempt.subscriber.email, data
-            )
-            if outcome.ok:
-                await self.outcomes.ack(attempt.delivery)
-            self.outcomes.record(attempt, outcome)
-            if self.progress:
-                self.progress(self.report)
+                await self._send(job)
+            except StateError as exc:  # the ledger cannot record: stop, lose nothing
+                self._ledger_failed(exc)
+            except Exception as exc:
+                self.stop(f"sending failed: {exc.__class__.__name__}: {exc}")
+                log.exception("digest %s: sending failed", self.frequency)
+
+    async def _send(self, job: _Job) -> None:
+        attempt = job.attempt
+        try:
+            data = await job.data
+        except BantinError as exc:  # a template that fails: the operator must fix it
+            self.stop(str(exc))
+            log.error("digest for %s not composed: %s", attempt.subscriber.email, exc)
+            return
+        except Exception as exc:  # a worker process died: nothing is lost, all stays pending
+            self.stop(f"composing failed: {exc.__class__.__name__}: {exc}")
+            log.exception("digest for %s not composed", attempt.subscriber.email)
+            return
+        outcome = await self.transport.send(self.composer.sender, attempt.subscriber.email, data)
+        if outcome.ok:
+            await self.outcomes.ack(attempt.delivery)
+        self.outcomes.record(attempt, outcome)
+        if self.progress:
+            self.progress(self.report)
 
 
 async def run_digest(run: DigestRun) -> RunReport:
@@ -295,10 +311,17 @@ async def run_digest(run: DigestRun) -> RunReport:
         report = await run.run()
     except BantinError as exc:
         if not run.dry_run:
-            run.state.runs.record(kind, started, run.clock(), False, str(exc))
+            _record_run(run, kind, started, False, str(exc))
         raise
     finally:
         await run.transport.close()
     if not run.dry_run:
-        run.state.runs.record(kind, started, run.clock(), report.ok, report.summary())
+        _record_run(run, kind, started, report.ok, report.summary())
     return report
+
+
+def _record_run(run: DigestRun, kind: str, started: datetime, ok: bool, detail: str) -> None:
+    try:
+        run.state.runs.record(kind, started, run.clock(), ok, detail)
+    except StateError as exc:  # the run's own outcome stands; its record is what is lost
+        log.error("digest %s: the run could not be recorded: %s", run.frequency, exc)
