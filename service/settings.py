@@ -170,14 +170,15 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     secret_key: SecretStr | None = None
+    health_token: SecretStr | None = None  # shows /healthz's details to who sends it
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "health_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().strip()) < 16:
             raise ValueError(
-                "must be at least 16 characters (it signs unsubscribe links); "
-                "use a long random string, or leave it unset to have one generated"
+                "must be at least 16 characters; use a long random string "
+                "(openssl rand -hex 24), or leave it unset"
             )
         return value
 
@@ -357,7 +358,11 @@ def _key_line(text: str, loc: list[str]) -> int | None:
 def describe(settings: Settings) -> dict[str, Any]:
     """The effective configuration with secrets masked, for `bantin check` and logs."""
     data: dict[str, Any] = settings.model_dump(mode="json", by_alias=True)
-    for section, key in (("smtp", "password"), ("server", "secret_key")):
+    for section, key in (
+        ("smtp", "password"),
+        ("server", "secret_key"),
+        ("server", "health_token"),
+    ):
         if data[section][key] is not None:
             data[section][key] = "********"
     return data

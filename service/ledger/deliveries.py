@@ -301,6 +301,20 @@ class Deliveries:
             for r in rows
         ]
 
+    def pending_count(self) -> int:
+        with self.db.tx() as conn:
+            return int(
+                conn.scalar(select(func.count()).where(deliveries.c.status == "pending")) or 0
+            )
+
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest delivery still waiting was created; None when nothing waits."""
+        with self.db.tx() as conn:
+            value = conn.scalar(
+                select(func.min(deliveries.c.created_at)).where(deliveries.c.status == "pending")
+            )
+        return from_timestamp(value)
+
     def counts(self) -> dict[str, int]:
         """Deliveries by status."""
         with self.db.tx() as conn:

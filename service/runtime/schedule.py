@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -129,6 +129,6 @@ class Scheduler:
         times = {}
         for job in self._scheduler.get_jobs():
             when = getattr(job, "next_run_time", None)
-            if when is not None:
-                times[job.id] = when.isoformat(timespec="seconds")
+            if when is not None:  # in UTC, as every time /healthz shows
+                times[job.id] = when.astimezone(UTC).isoformat(timespec="seconds")
         return times

@@ -33,7 +33,7 @@ from service.metrics import Metrics
 from service.model import Article, Frequency
 from service.publish.build import Builder
 from service.publish.websub import ping_hub
-from service.runtime.health import Health
+from service.runtime.health import Health, stamp
 from service.runtime.reload import WATCH_INTERVAL, Reloader
 from service.runtime.schedule import Scheduler, cron_trigger, missed
 from service.serve.app import create_app
@@ -46,6 +46,7 @@ __all__ = ["STOP_GRACE", "Service", "run_service"]
 log = logging.getLogger("bantin.service")
 
 STOP_GRACE = 10.0  # seconds in-flight SMTP transactions get to finish on SIGTERM
+RETRY_PENDING_EVERY = 600.0  # seconds between tries of mail the server deferred
 
 
 class Service:
@@ -70,6 +71,7 @@ class Service:
         self._immediate: asyncio.Task[None] | None = None  # the immediate digest, when running
         self._immediate_again = False  # asked for again while it ran
         self._immediate_articles: list[Article] = []
+        self._last_mail = time.monotonic()  # when a digest run last started
         self._rebuild = True
         self._next_due: datetime | None = None
         self._problems: set[str] = set()  # scan problems already logged
@@ -140,6 +142,7 @@ class Service:
     async def _scan(self) -> Scan | None:
         started = time.monotonic()
         moment = clock.now()
+        self.health.begin("scan")
         try:
             scan = await asyncio.to_thread(self.source.scan)
         except BantinError as exc:
@@ -173,7 +176,10 @@ class Service:
                 # Subscribers are registered after the articles of the first scan, so that a
                 # new installation does not mail its back catalogue.
                 self.reloader.reload_subscribers()
-            pending = self.state.deliveries.counts()["pending"] > 0
+            pending = self.state.deliveries.oldest_pending() is not None
+        elif time.monotonic() - self._last_mail >= RETRY_PENDING_EVERY:
+            # mail deferred by the server waits in the ledger: try it again now and then
+            pending = self.state.deliveries.oldest_pending() is not None
         # Not "did this scan record new articles": a daily or weekly run may have recorded them
         # first, and the immediate subscribers must get them all the same.
         top = self.state.articles.last_seq()
@@ -216,6 +222,7 @@ class Service:
 
     async def build(self, scan: Scan, moment: datetime) -> None:
         started = time.monotonic()
+        self.health.begin("build")
         try:
             report = await asyncio.to_thread(self.builder.build, scan, moment)
         except BantinError as exc:
@@ -257,6 +264,8 @@ class Service:
             if self.stopping.is_set() or not self.reloader.snapshot.exists():
                 return
             started = time.monotonic()
+            self.health.begin(f"digest:{frequency}")
+            self._last_mail = started
             run = DigestRun(
                 self.state,
                 self.composer,
@@ -315,25 +324,51 @@ class Service:
             log.info("unsubscribed %s", email)
         return new
 
-    def health_report(self) -> tuple[dict[str, object], bool]:
+    def health_report(self, detailed: bool) -> tuple[dict[str, object], bool]:
+        """/healthz: ok or failing with the watchdog's reasons; the details (errors, files,
+        addresses) only when ``detailed`` (a local request or one with the health token)."""
+        moment = clock.now()
         try:
-            pending = self.state.deliveries.counts()["pending"]
+            oldest = self.state.deliveries.oldest_pending()
+            problems = self.health.problems(
+                moment,
+                scan_interval=self.settings.schedule.scan_interval,
+                oldest_pending=oldest,
+                sending=self.sending.locked(),
+            )
         except BantinError as exc:
-            return {"status": "failing", "error": str(exc)}, False
-        healthy = self.health.healthy
+            oldest, problems = None, [f"the state database cannot be read: {exc}"]
+        healthy = not problems
         body: dict[str, object] = {
             "status": "ok" if healthy else "failing",
-            "started": self.health.started.isoformat(timespec="seconds"),
-            "runs": self.health.runs,
-            "config": {"file": str(self.config_file), **self.health.config},
-            "subscribers": {
-                "file": str(self.settings.mail.subscribers_file),
-                **self.health.subscribers,
+            "checked": stamp(moment),
+            "started": stamp(self.health.started),
+            "last_success": {
+                name: stamp(job.last_success) for name, job in sorted(self.health.jobs.items())
             },
-            "pending_deliveries": pending,
-            "next_runs": self.scheduler.next_times(),
         }
+        if detailed:
+            body.update(
+                {
+                    "problems": problems,
+                    "runs": self.health.runs,
+                    "config": {"file": str(self.config_file), **self.health.config},
+                    "subscribers": {
+                        "file": str(self.settings.mail.subscribers_file),
+                        **self.health.subscribers,
+                    },
+                    "pending_deliveries": self._pending_count(),
+                    "oldest_pending": stamp(oldest),
+                    "next_runs": self.scheduler.next_times(),
+                }
+            )
         return body, healthy
+
+    def _pending_count(self) -> int | None:
+        try:
+            return self.state.deliveries.pending_count()
+        except BantinError:
+            return None
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -350,6 +385,7 @@ class Service:
             secret_key=self.secret_key,
             unsubscribe=self.unsubscribe,
             health=self.health_report,
+            health_token=lambda: self.settings.server.health_token,
             metrics=self.metrics,
             templates=lambda: self.templates,
         )

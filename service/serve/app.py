@@ -6,13 +6,16 @@ edit applies at once); the output directory itself is served by ``static.OutputF
 
 from __future__ import annotations
 
+import hmac
 import html
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -137,6 +140,23 @@ class _Unsubscribe:
 
 # --- the app ------------------------------------------------------------------------------
 
+_PROXIED = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def _may_see_details(request: Request, token: SecretStr | None) -> bool:
+    """A request from this host itself (not relayed by a proxy), or one with the token."""
+    if token is not None:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        given = given or request.query_params.get("token", "")
+        if given and hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return True
+    host = request.client.host if request.client else ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+    return local and not any(name in request.headers for name in _PROXIED)
+
 
 def create_app(
     *,
@@ -145,15 +165,17 @@ def create_app(
     max_age: Callable[[], int],
     secret_key: Callable[[], bytes],
     unsubscribe: Callable[[str], Awaitable[bool]],
-    health: Callable[[], tuple[dict[str, object], bool]],
+    health: Callable[[bool], tuple[dict[str, object], bool]],
     metrics: Metrics,
     templates: Callable[[], Templates | None] = lambda: None,
+    health_token: Callable[[], SecretStr | None] = lambda: None,
 ) -> Starlette:
     """The HTTP app. The callables are asked on every request, so live config applies at once
     (the output directory alone needs a restart).
 
     ``unsubscribe(email)`` records the unsubscription and returns True if it is new;
-    ``health()`` returns the JSON body and whether the service is healthy.
+    ``health(detailed)`` returns the JSON body and whether the service is healthy; the
+    details are asked for only for a local request or one that carries the health token.
     """
     site = OutputFiles(output_dir, max_age, metrics)
     unsubscribe_endpoint = _Unsubscribe(
@@ -165,7 +187,7 @@ def create_app(
     )
 
     async def healthz(request: Request) -> Response:
-        body, healthy = health()
+        body, healthy = await run_in_threadpool(health, _may_see_details(request, health_token()))
         status = 200 if healthy else 503
         metrics.request("other", status)
         text = json.dumps(body, ensure_ascii=False, default=str, indent=2) + "\n"

@@ -37,7 +37,9 @@ def test_a_hung_relay_delays_mail_never_the_feeds(project: Path) -> None:
             bantin.wait(lambda: second in feed_titles(bantin), 15, "the second article")
             health = bantin.health()
             assert health is not None
-            assert health["runs"]["digest:immediate"] == startup_run  # the mail is still stuck
+            stuck = health["runs"]["digest:immediate"]
+            assert stuck["at"] == startup_run["at"]  # no digest run has ended since start-up
+            assert stuck["running_since"] is not None  # the mail is still stuck on the relay
             assert bantin.stop() == 0
         finally:
             bantin.stop()
@@ -72,6 +74,39 @@ def test_a_looping_email_template_fails_its_run_and_the_service_stays_responsive
             assert "digest.txt.j2" in str(run["detail"])
             assert "loop iterations" in str(run["detail"])
             assert bantin.stop() == 0
+        finally:
+            bantin.stop()
+            print(bantin.log_text())
+
+
+def test_healthz_fails_when_scans_fail_and_shows_the_public_nothing_private(
+    project: Path,
+) -> None:
+    """Finding 11: /healthz said ok while every scan raised, and showed anyone the errors, the
+    file paths and the subscribers' addresses."""
+    with silent_server() as port:
+        bantin = Bantin(project, port)
+        bantin.subscribe("hoa.nguyen@example.org")
+        bantin.publish("Tin cũ")
+        try:
+            bantin.start()
+            public = {"X-Forwarded-For": "203.0.113.9"}  # as nginx relays a visitor
+            assert bantin.get("/healthz", headers=public).json()["status"] == "ok"
+            (project / "content").rename(project / "content-cu")
+
+            def failing() -> dict[str, object] | None:
+                answer = bantin.get("/healthz")
+                return answer.json() if answer.status_code == 503 else None
+
+            detailed = bantin.wait(failing, 15, "/healthz to say failing")
+            [reason] = detailed["problems"]
+            assert reason.startswith("the last scan failed: ") and "content" in reason
+            seen = bantin.get("/healthz", headers=public)
+            assert seen.status_code == 503
+            assert set(seen.json()) == {"status", "checked", "started", "last_success"}
+            assert "content" not in seen.text and "@" not in seen.text
+            (project / "content-cu").rename(project / "content")
+            bantin.wait(lambda: bantin.get("/healthz").status_code == 200, 15, "ok again")
         finally:
             bantin.stop()
             print(bantin.log_text())

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from service.mail.tokens import make_token
@@ -27,6 +28,7 @@ from service.serve.static import _Entry, _FileCache, accepts_gzip, etag_matches
 from service.templating import Templates
 
 REPO = Path(__file__).resolve().parents[2]
+HEALTH_TOKEN = "ma-kiem-tra-suc-khoe-0123456789"
 KEY = b"unsubscribe key for tests......."
 SECRET = "TOP-SECRET-beside-the-output-dir"
 RSS = (
@@ -57,15 +59,22 @@ class Harness:
             max_age=lambda: 60,
             secret_key=lambda: KEY,
             unsubscribe=self._unsubscribe,
-            health=lambda: ({"last_scan": {"ok": self.healthy}, "vi": "ổn"}, self.healthy),
+            health=self._health,
             metrics=self.metrics,
             templates=lambda: templates,
+            health_token=lambda: SecretStr(HEALTH_TOKEN),
         )
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),))
         self.port = 0
+
+    def _health(self, detailed: bool) -> tuple[dict[str, object], bool]:
+        body: dict[str, object] = {"status": "ok" if self.healthy else "failing"}
+        if detailed:
+            body.update({"last_scan": {"ok": self.healthy}, "vi": "ổn"})
+        return body, self.healthy
 
     async def _unsubscribe(self, email: str) -> bool:
         if self.fail_unsubscribe:
@@ -424,11 +433,28 @@ def test_healthz(web: httpx.Client, server: Harness) -> None:
     ok = web.get("/healthz")
     assert ok.status_code == 200
     assert ok.headers["cache-control"] == "no-store"
-    assert ok.json() == {"last_scan": {"ok": True}, "vi": "ổn"}
+    assert ok.json() == {"status": "ok", "last_scan": {"ok": True}, "vi": "ổn"}  # local: all
     server.healthy = False
     failing = web.get("/healthz")
     assert failing.status_code == 503
     assert failing.json()["last_scan"] == {"ok": False}
+
+
+def test_healthz_details_are_for_this_host_or_the_token(web: httpx.Client, server: Harness) -> None:
+    """Behind a proxy every request comes from 127.0.0.1: a forwarded one is public."""
+    forwarded = web.get("/healthz", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert forwarded.json() == {"status": "ok"}
+    assert web.get("/healthz", headers={"Forwarded": "for=203.0.113.9"}).json() == {"status": "ok"}
+    wrong = web.get(
+        "/healthz",
+        headers={"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer sai-ma-kiem-tra"},
+    )
+    assert wrong.json() == {"status": "ok"}
+    for ask in (
+        {"headers": {"X-Forwarded-For": "203.0.113.9", "Authorization": f"Bearer {HEALTH_TOKEN}"}},
+        {"headers": {"X-Forwarded-For": "203.0.113.9"}, "params": {"token": HEALTH_TOKEN}},
+    ):
+        assert web.get("/healthz", **ask).json()["vi"] == "ổn"  # type: ignore[arg-type]
 
 
 def _sample(text: str, name: str, labels: dict[str, str]) -> float:
@@ -471,7 +497,7 @@ def test_the_server_leaves_sigterm_to_the_service(tmp_path: Path) -> None:
         max_age=lambda: 1,
         secret_key=lambda: KEY,
         unsubscribe=lambda email: asyncio.sleep(0, result=True),
-        health=lambda: ({}, True),
+        health=lambda detailed: ({}, True),
         metrics=Metrics(),
     )
     seen: list[int] = []
