@@ -171,6 +171,8 @@ class ServerSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     secret_key: SecretStr | None = None
     health_token: SecretStr | None = None  # shows /healthz's details to who sends it
+    max_connections: int | None = Field(default=None, ge=1, le=100_000)  # None: from the file limit
+    header_timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
 
     @field_validator("secret_key", "health_token")
     @classmethod

@@ -29,7 +29,14 @@ log = logging.getLogger("bantin.service")
 WATCH_INTERVAL = 2.0  # seconds between looks at the config and subscribers files
 # The HTTP server is bound, and serves the output directory it was given, at start-up: a new
 # output_dir would be written but never served. These keep their old value until a restart.
-RESTART_ONLY = ("server.host", "server.port", "state.url", "feeds.output_dir")
+RESTART_ONLY = (
+    "server.host",
+    "server.port",
+    "server.max_connections",
+    "server.header_timeout",
+    "state.url",
+    "feeds.output_dir",
+)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -94,9 +101,12 @@ class Reloader:
                     self.config_file,
                     ", ".join(changed_restart),
                 )
-                server = new.server.model_copy(
-                    update={"host": old.server.host, "port": old.server.port}
-                )
+                kept = {
+                    key.split(".")[1]: _get(old, key)
+                    for key in RESTART_ONLY
+                    if key.startswith("server.")
+                }
+                server = new.server.model_copy(update=kept)
                 feeds = new.feeds.model_copy(update={"output_dir": old.feeds.output_dir})
                 new = new.model_copy(update={"server": server, "state": old.state, "feeds": feeds})
             self.apply(new)

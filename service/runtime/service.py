@@ -16,6 +16,7 @@ import time
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from service import clock
 from service.content.scan import Scan
@@ -374,6 +375,7 @@ class Service:
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_QuietLoopErrors())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
@@ -389,7 +391,14 @@ class Service:
             metrics=self.metrics,
             templates=lambda: self.templates,
         )
-        self._http = HttpServer(app, self.settings.server.host, self.settings.server.port)
+        server = self.settings.server
+        self._http = HttpServer(
+            app,
+            server.host,
+            server.port,
+            max_connections=server.max_connections,
+            header_timeout=server.header_timeout,
+        )
         await self._http.start()
         await self.scan_job()  # before anything else: articles are recorded before subscribers
         if not self.stopping.is_set():  # a SIGTERM during the first scan: straight to shutdown
@@ -439,6 +448,30 @@ class Service:
             await self._http.stop()
         self.state.close()
         log.info("stopped")
+
+
+class _QuietLoopErrors:
+    """The event loop's own errors (an accept() out of file descriptors, a lost connection),
+    logged once a minute per kind with a count, never as a flood of tracebacks."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._said: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message") or "event loop error")
+        exception = context.get("exception")
+        kind = message.split(":", 1)[0]
+        now = time.monotonic()
+        said, count = self._said.get(kind, (-self.EVERY, 0))
+        if now - said < self.EVERY:
+            self._said[kind] = (said, count + 1)
+            return
+        self._said[kind] = (now, 0)
+        repeats = f" ({count} more like it in the last minute)" if count else ""
+        detail = f": {exception.__class__.__name__}: {exception}" if exception else ""
+        log.error("%s%s%s", message, detail, repeats, exc_info=log.isEnabledFor(logging.DEBUG))
 
 
 def run_service(settings: Settings, config_file: Path) -> int:

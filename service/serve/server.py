@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
+import time
 from collections.abc import Iterator
 from types import TracebackType
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.errors import BantinError
 
-__all__ = ["HttpServer"]
+__all__ = ["HttpServer", "connection_limit"]
 
 log = logging.getLogger("bantin.web")
 
@@ -35,6 +38,93 @@ class _Uvicorn(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         self.ready.set()
+
+
+# Connections accepted in one go before any is looked at (asyncio accepts up to the backlog
+# per wake-up): the connection limit leaves this many descriptors free for such a burst.
+ACCEPT_BURST = 64
+
+
+def connection_limit(configured: int | None = None) -> int:
+    """How many HTTP connections to hold open at once: what the operator set, else most of
+    this process's file limit, leaving room for an accept burst, scans, the ledger and SMTP."""
+    if configured:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, min(10_000, (soft - ACCEPT_BURST - 96) * 3 // 4))
+
+
+class _Guarded(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, held to a connection limit and a request-header deadline.
+
+    A connection past the limit is closed at once, before it is read, so hostile clients can
+    never take the file descriptors that scans and the ledger need. A client must send a
+    complete request head within ``header_timeout`` of connecting (or of its next request
+    starting): an idle or trickling client is hung up on. uvicorn's own keep-alive timeout
+    closes connections idle between requests.
+    """
+
+    max_connections = 1000
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._deadline: asyncio.TimerHandle | None = None
+        if len(self.connections) >= self.max_connections:
+            self.transport = transport  # type: ignore[assignment]
+            transport.abort()  # type: ignore[attr-defined]
+            _refused.note(self.max_connections)
+            return
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm()
+
+    def _arm(self) -> None:
+        self._waiting_for = self.cycle
+        self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.cycle is self._waiting_for and not self.transport.is_closing():
+            self.transport.close()  # no complete request head arrived in time
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm()  # a new request starts on a kept-alive connection
+        super().data_received(data)
+        if self._deadline is not None and self.cycle is not self._waiting_for:
+            self._deadline.cancel()  # its head is complete
+            self._deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
+
+
+class _Refusals:
+    """Connections refused at the limit, said in the log at most once a minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.said = 0.0
+
+    def note(self, limit: int) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.said >= 60:
+            log.warning(
+                "%d HTTP connection(s) refused: the connection limit (%d) was reached; "
+                "raise server.max_connections and the file limit (LimitNOFILE) if clients "
+                "are real",
+                self.count,
+                limit,
+            )
+            self.count, self.said = 0, now
+
+
+_refused = _Refusals()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -75,7 +165,16 @@ class HttpServer:
     async context manager.
     """
 
-    def __init__(self, app: Starlette, host: str, port: int, *, grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        app: Starlette,
+        host: str,
+        port: int,
+        *,
+        grace: float = 5.0,
+        max_connections: int | None = None,
+        header_timeout: float = 10.0,
+    ) -> None:
         self.host = host
         self._requested_port = port
         self._config = uvicorn.Config(
@@ -86,9 +185,19 @@ class HttpServer:
             access_log=False,
             lifespan="off",
             ws="none",
-            http="h11",
+            http=type(
+                "GuardedH11",
+                (_Guarded,),
+                {
+                    "max_connections": connection_limit(max_connections),
+                    "header_timeout": header_timeout,
+                },
+            ),
             server_header=False,
             timeout_graceful_shutdown=int(grace) or 1,
+            timeout_keep_alive=5,
+            backlog=ACCEPT_BURST,
+            h11_max_incomplete_event_size=16 * 1024,  # a request head larger than this is refused
         )
         self._server = _Uvicorn(self._config)
         self._socket: socket.socket | None = None

@@ -15,7 +15,7 @@ import mimetypes
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
@@ -24,12 +24,17 @@ from urllib.parse import quote, unquote_to_bytes
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from service.metrics import Metrics, PathKind
 from service.publish.layout import FEED_FILES
 
 CACHE_BUDGET = 64 * 1024 * 1024  # bytes of file bodies (plain + gzip) kept in memory
+# Files larger than the cache keeps (an operator's PDF, a video) are streamed from disk as they
+# are: never read whole into memory, never compressed on the fly, their ETag made from the
+# file's stamp. Feeds and pages are far smaller, and served from memory.
+STREAM_MIN = CACHE_BUDGET // 8
+_CHUNK = 256 * 1024
 _TYPES = {
     **FEED_FILES,
     ".html": "text/html",
@@ -278,6 +283,8 @@ class OutputFiles:
         return entry
 
     async def _serve(self, request: Request, found: _Found) -> Response:
+        if found.st.st_size > STREAM_MIN:
+            return self._stream(request, found)
         content_type = _content_type(found.key.rsplit("/", 1)[-1])
         compressible = _compressible(content_type)
         want_gzip = compressible and accepts_gzip(request.headers.get("accept-encoding"))
@@ -303,6 +310,38 @@ class OutputFiles:
         if use_gzip:
             headers["Content-Encoding"] = "gzip"
         return Response(b"" if request.method == "HEAD" else body, headers=headers)
+
+    def _stream(self, request: Request, found: _Found) -> Response:
+        st = found.st
+        stamp = f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}".encode()
+        headers = {
+            "ETag": '"' + hashlib.sha256(stamp).hexdigest()[:32] + '"',
+            "Last-Modified": formatdate(st.st_mtime, usegmt=True),
+            "Cache-Control": f"public, max-age={self.max_age()}",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if _not_modified(request, headers["ETag"], st.st_mtime):
+            return Response(status_code=304, headers=headers)
+        headers["Content-Type"] = _content_type(found.key.rsplit("/", 1)[-1])
+        headers["Content-Length"] = str(st.st_size)
+        if request.method == "HEAD":
+            return Response(b"", headers=headers)
+        return StreamingResponse(_chunks(found.path, st.st_size), headers=headers)
+
+
+async def _chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """The first ``size`` bytes of ``path``, read in the thread pool a chunk at a time."""
+    handle = await run_in_threadpool(path.open, "rb")
+    try:
+        left = size
+        while left > 0:
+            chunk = await run_in_threadpool(handle.read, min(_CHUNK, left))
+            if not chunk:
+                break  # truncated meanwhile: the client sees a short body and retries
+            left -= len(chunk)
+            yield chunk
+    finally:
+        await run_in_threadpool(handle.close)
 
 
 def _not_found() -> Response:

@@ -7,9 +7,14 @@ was still stuck) or an outcome (the service answered, then stopped on SIGTERM).
 
 from __future__ import annotations
 
+import os
+import resource
+import socket
+import subprocess
 from pathlib import Path
 
 import feedparser
+import httpx
 from servicekit import Bantin
 from smtpserver import silent_server
 
@@ -110,3 +115,60 @@ def test_healthz_fails_when_scans_fail_and_shows_the_public_nothing_private(
         finally:
             bantin.stop()
             print(bantin.log_text())
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_hostile_clients_cannot_starve_the_service_of_file_descriptors(project: Path) -> None:
+    """Finding 9: 1,100 idle connections at the default 1,024 open files made other clients
+    fail for 25 s, every scan fail with "Too many open files", and filled the log with
+    accept-error tracebacks."""
+    limit = 256
+    with silent_server() as port:
+        bantin = Bantin(project, port)
+        bantin.write_config(bantin.config_text() + "header_timeout = 1\n")
+        bantin.publish("Tin cũ")
+        bantin.subscribe("hoa@example.org")
+
+        def low_file_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        with bantin.log.open("ab") as log:
+            bantin.proc = subprocess.Popen(
+                bantin.command("run"),
+                cwd=project,
+                env=bantin.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=low_file_limit,
+            )
+        idle: list[socket.socket] = []
+        try:
+            bantin.wait(bantin.running, 20, "the service to start")
+            for _ in range(2 * limit):  # far more than the service may hold
+                idle.append(socket.create_connection(("127.0.0.1", bantin.port)))
+            assert bantin.proc is not None
+            assert _open_fds(bantin.proc.pid) < limit
+            title = bantin.publish("Tin mới trong lúc bị tấn công")
+
+            def served() -> bool:
+                try:
+                    return title in feed_titles(bantin)
+                except httpx.TransportError:
+                    return False
+
+            bantin.wait(served, 30, "a real client to get the new article while idle ones wait")
+            assert _open_fds(bantin.proc.pid) < limit
+            assert bantin.stop() == 0
+        finally:
+            for connection in idle:
+                connection.close()
+            bantin.stop()
+    text = bantin.log_text()
+    print(text)
+    assert "Traceback" not in text
+    assert "Too many open files" not in text
+    assert "scan failed" not in text
+    assert len(text.splitlines()) < 60  # no flood: at most a line a minute per kind of refusal
