@@ -172,3 +172,38 @@ def test_hostile_clients_cannot_starve_the_service_of_file_descriptors(project: 
     assert "Too many open files" not in text
     assert "scan failed" not in text
     assert len(text.splitlines()) < 60  # no flood: at most a line a minute per kind of refusal
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_large_file_of_the_operator_is_streamed_not_loaded(project: Path) -> None:
+    """Finding 12: files over 8 MB in public/ were re-read and re-gzipped on every request
+    (16 requests for a 105 MB file peaked at 1.9 GB)."""
+    with silent_server() as port:
+        bantin = Bantin(project, port)
+        bantin.publish("Tin cũ")
+        big = project / "public" / "bao-cao.txt"
+        try:
+            bantin.start()
+            payload = os.urandom(32 * 1024 * 1024)
+            big.write_bytes(payload)
+            assert bantin.proc is not None
+            before = _peak_rss_kib(bantin.proc.pid)
+            for _ in range(6):
+                answer = httpx.get(
+                    bantin.url + "/bao-cao.txt", headers={"Accept-Encoding": "gzip"}, timeout=30
+                )
+                assert answer.status_code == 200 and answer.content == payload
+                assert "content-encoding" not in answer.headers
+            etag = answer.headers["etag"]
+            again = httpx.get(bantin.url + "/bao-cao.txt", headers={"If-None-Match": etag})
+            assert again.status_code == 304
+            grown = _peak_rss_kib(bantin.proc.pid) - before
+            assert grown < 24 * 1024, f"serving a 32 MB file six times grew the peak by {grown} KiB"
+        finally:
+            bantin.stop()
