@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -45,12 +48,42 @@ def executor(
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
 ) -> ProcessPoolExecutor:
+    """A pool of ``processes`` workers that end when the process that made them dies."""
     return ProcessPoolExecutor(
         processes,
         mp_context=multiprocessing.get_context("forkserver"),
-        initializer=initializer,
-        initargs=initargs,
+        initializer=_start,
+        initargs=(os.getpid(), initializer, initargs),
     )
+
+
+def _start(owner: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    """In each worker: watch the process that made the pool, then run the job's initializer.
+
+    A worker's parent is the forkserver, and the forkserver lives as long as any worker does,
+    so neither notices when our process is killed: each worker waits on a pidfd of its owner
+    and exits the moment it is gone (the forkserver and resource tracker then follow).
+    """
+    threading.Thread(target=_exit_with, args=(owner,), daemon=True, name="owner-watch").start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _exit_with(owner: int) -> None:
+    try:
+        handle = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(1)
+    except (OSError, AttributeError):  # no pidfd (old kernel, not Linux): look every second
+        while os.getppid() != 1:
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(1)
+        os._exit(1)
+    select.select([handle], [], [])  # readable once the owner has exited
+    os._exit(1)
 
 
 def map_batches(
