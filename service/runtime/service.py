@@ -87,6 +87,7 @@ class Service:
         )
         self._apply(settings)
         self._http: HttpServer | None = None
+        self._hup: asyncio.Task[None] | None = None  # a reload asked for by SIGHUP
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -176,7 +177,7 @@ class Service:
             if first:
                 # Subscribers are registered after the articles of the first scan, so that a
                 # new installation does not mail its back catalogue.
-                self.reloader.reload_subscribers()
+                await self.reloader.reload_subscribers()
             pending = self.state.deliveries.oldest_pending() is not None
         elif time.monotonic() - self._last_mail >= RETRY_PENDING_EVERY:
             # mail deferred by the server waits in the ledger: try it again now and then
@@ -418,8 +419,11 @@ class Service:
 
     def _on_hup(self) -> None:
         log.info("SIGHUP: reloading the configuration")
-        self.reloader.reload_config()
-        self.reloader.reload_subscribers()
+        self._hup = asyncio.create_task(self._reload_all(), name="sighup")
+
+    async def _reload_all(self) -> None:
+        await self.reloader.reload_config()
+        await self.reloader.reload_subscribers()
 
     def request_stop(self, sig: signal.Signals | None = None) -> None:
         if not self.stopping.is_set():
