@@ -34,6 +34,7 @@ class Article:
     url: str | None = None  # an explicit link elsewhere; else the article's own page
     draft: bool = False
     tags: tuple[str, ...] = ()
+    fingerprint: str = ""  # of the file's bytes: a file moved unchanged is known again by it
 
     @property
     def modified(self) -> datetime:

@@ -17,7 +17,7 @@ from pathlib import Path
 from service import __version__
 from service.cli.content import cmd_build, cmd_check
 from service.cli.logs import setup_logging
-from service.cli.mail import cmd_digest, cmd_preview, cmd_resume, cmd_status
+from service.cli.mail import cmd_digest, cmd_init, cmd_preview, cmd_resume, cmd_status
 from service.errors import BantinError
 from service.model import FREQUENCIES
 from service.settings import Settings, config_path, load_settings
@@ -68,6 +68,16 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("--frequency", choices=FREQUENCIES)
     preview.add_argument("--html", metavar="FILE", help="also write the HTML part here")
     preview.add_argument("--eml", metavar="FILE", help="also write the whole message here")
+    init = add(
+        "init",
+        cmd_init,
+        "make the state database (run by itself for a new installation; never erases one)",
+    )
+    init.add_argument(
+        "--force",
+        action="store_true",
+        help="make it even though this installation ran before (its old state is lost)",
+    )
     add("status", cmd_status, "subscribers, last runs, pending and failed deliveries")
     resume = add("resume", cmd_resume, "lift the suspension of EMAIL")
     resume.add_argument("email")

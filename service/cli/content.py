@@ -8,7 +8,8 @@ import time
 
 from service import clock
 from service.content.source import Source
-from service.errors import BantinError
+from service.errors import BantinError, printable
+from service.ledger import State
 from service.mail.compose import Composer
 from service.mail.mime import read_dkim_key
 from service.mail.subscribers import validate
@@ -17,12 +18,22 @@ from service.publish.pages import PAGE_TEMPLATES, Pages
 from service.settings import Settings
 from service.templating import Templates
 
-__all__ = ["check_problems", "cmd_build", "cmd_check"]
+__all__ = ["check_problems", "cmd_build", "cmd_check", "known_identities"]
+
+
+def known_identities(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """What the ledger knows of recorded articles' files, so moved files keep their identity."""
+    state = State(settings.state.url)
+    try:
+        return state.articles.identities()
+    finally:
+        state.close()
 
 
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
-    scan = Source(settings.source.dir, settings.site.zone).scan()
+    identities = known_identities(settings)
+    scan = Source(settings.source.dir, settings.site.zone, *identities).scan()
     for problem in scan.problems:
         print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
     report = Builder(settings, settings.site.templates_dir).build(scan, clock.now())
@@ -40,6 +51,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
 def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     """Every problem `bantin check` reports, and its warnings, one line each."""
     problems: list[str] = []
+    warnings: list[str] = []
     site = settings.site
     templates = Templates(site.templates_dir, zone=site.zone, language=site.language)
     problems += [str(p) for p in templates.check(PAGE_TEMPLATES)]
@@ -50,10 +62,23 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     except BantinError as exc:
         problems.append(str(exc))
     known: dict[str, str] | None = None
+    identities: tuple[dict[str, str], dict[str, str]] = ({}, {})
     try:
-        scan = Source(settings.source.dir, settings.site.zone).scan()
+        identities = known_identities(settings)
+    except BantinError as exc:
+        problems.append(str(exc))
+    try:
+        scan = Source(settings.source.dir, settings.site.zone, *identities).scan()
         problems += [f"{settings.source.dir}/{p}" for p in scan.problems]
         known = {a.category.slug: a.category.name for a in scan.articles}
+        without_id = [a for a in scan.articles if a.id == a.source.rsplit(".", 1)[0]]
+        if without_id:
+            warnings.append(
+                f"{len(without_id)} article(s) have no 'id:' (e.g. {settings.source.dir}/"
+                f"{printable(without_id[0].source)}): a file moved or renamed as it is keeps "
+                "its identity, but one moved and edited while bantin is stopped becomes a new "
+                "article (news again); give 'id:' to those you will reorganise"
+            )
         if not templates.check(PAGE_TEMPLATES):  # render what a build would render
             pages = Pages(templates, settings)
             problems += [
@@ -62,10 +87,10 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
             ]
     except BantinError as exc:
         problems.append(str(exc))
-    warnings: list[str] = []
     try:
-        _, bad, warnings = validate(settings.mail.subscribers_file, known)
+        _, bad, subscriber_warnings = validate(settings.mail.subscribers_file, known)
         problems += [str(p) for p in bad]
+        warnings += subscriber_warnings
     except BantinError as exc:
         problems.append(str(exc))
     return problems, warnings

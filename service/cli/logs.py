@@ -37,5 +37,5 @@ def setup_logging(verbose: bool, as_json: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("apscheduler", "uvicorn.access", "mail.log", "aiosmtplib"):
+    for noisy in ("apscheduler", "uvicorn.access", "mail.log", "aiosmtplib", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

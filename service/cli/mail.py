@@ -12,7 +12,7 @@ from service import clock
 from service.cli.progress import ProgressBar, count_subscribers
 from service.content.source import Source
 from service.errors import ConfigError
-from service.ledger import State
+from service.ledger import State, migrations
 from service.ledger.lock import held, runner_lock
 from service.mail.compose import Composer
 from service.mail.compose_workers import default_processes
@@ -24,11 +24,13 @@ from service.mail.transport import transport_for
 from service.model import FREQUENCIES, Article, Frequency, Subscriber
 from service.settings import Settings
 
-__all__ = ["cmd_digest", "cmd_preview", "cmd_resume", "cmd_status"]
+__all__ = ["cmd_digest", "cmd_init", "cmd_preview", "cmd_resume", "cmd_status"]
 
 
-def _published(settings: Settings, at: datetime, *, quiet: bool = False) -> list[Article]:
-    scan = Source(settings.source.dir, settings.site.zone).scan()
+def _published(
+    settings: Settings, state: State, at: datetime, *, quiet: bool = False
+) -> list[Article]:
+    scan = Source(settings.source.dir, settings.site.zone, *state.articles.identities()).scan()
     if not quiet:
         for problem in scan.problems:
             print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
@@ -46,7 +48,7 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
     state = State(settings.state.url)
     try:
         with held(runner_lock(state), f"digest --frequency {frequency}"):
-            published = _published(settings, clock.now())
+            published = _published(settings, state, clock.now())
             known = {a.category.slug: a.category.name for a in published}
             progress = (
                 ProgressBar(count_subscribers(settings.mail.subscribers_file))
@@ -89,9 +91,9 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
     subscriber = _find_subscriber(settings, args.email)
     frequency: Frequency = args.frequency or subscriber.frequency
     moment = clock.now()
-    published = _published(settings, moment, quiet=True)
     state = State(settings.state.url)
     try:
+        published = _published(settings, state, moment, quiet=True)
         news = news_for(state, subscriber, published, moment)
         composer = _composer(settings, state)
     finally:
@@ -178,3 +180,14 @@ def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"{args.email} was not suspended; nothing changed", file=sys.stderr)
     return 1
+
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    """Make the state database on purpose; never erases one that exists."""
+    state = State(settings.state.url, create=args.force)
+    try:
+        revision = migrations.current_revision(state.db.engine)
+        print(f"bantin init: state database {state.describe()} is ready (schema {revision})")
+    finally:
+        state.close()
+    return 0

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -82,9 +83,11 @@ def parse_file(root: Path, relative: str, zone: ZoneInfo) -> Article | ArticleEr
             "save it as UTF-8 in your editor",
         )
     try:
-        return parser(text, relative, zone)
+        article = parser(text, relative, zone)
     except ArticleError as exc:
         return exc
+    fingerprint = hashlib.blake2b(raw, digest_size=12).hexdigest()
+    return dataclasses.replace(article, fingerprint=fingerprint)
 
 
 def _parse_batch(
@@ -103,6 +106,11 @@ def parse_files(
         return
     for batch in workers.map_batches(functools.partial(_parse_batch, root, zone), paths):
         yield from batch
+
+
+def _id_from_path(article: Article) -> bool:
+    """Whether the article's id is the default one made from its path (no ``id:`` given)."""
+    return article.id == article.source.rsplit(".", 1)[0]
 
 
 def _utf8(name: str) -> bool:
@@ -234,11 +242,28 @@ class _Walk:
 
 
 class Source:
-    """A directory of articles, remembered between scans."""
+    """A directory of articles, remembered between scans.
 
-    def __init__(self, root: Path, zone: ZoneInfo) -> None:
+    ``identities`` (fingerprint -> id) and ``places`` (path -> id), from the ledger, let a file
+    moved or renamed with its content unchanged keep the identity it had, through later edits
+    and restarts: its entry ids in the feeds stay the same and it is not news again. Only an id
+    made from the path is taken over (an explicit ``id:`` is always kept), and only from an
+    article no file claims any more.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        zone: ZoneInfo,
+        identities: Mapping[str, str] | None = None,
+        places: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.zone = zone
+        self._identities: dict[str, str] = dict(identities or {})  # fingerprint -> id
+        self._places: dict[str, str] = dict(places or {})  # path -> the id it was recorded as
+        # path -> (the id it took over from a moved file, its own parse, the parse with that id)
+        self._adopted: dict[str, tuple[str, Article, Article]] = {}
         self._files: dict[str, tuple[_Stamp, Article | ArticleError]] = {}
         self._last: Scan | None = None
         self._walk_problems: list[str] = []
@@ -320,12 +345,47 @@ class Source:
             edits.append((old, new))
         return edits
 
+    def _identified(self) -> dict[str, Article]:
+        """Each file's article, under the id it took over if it is a moved file.
+
+        A file whose id comes from its path takes over the id of an earlier article with the
+        same bytes (its fingerprint) that no file claims any more, and keeps it through later
+        edits; it gives it back if a file claims that id again.
+        """
+        natural = {p.id for _, p in self._files.values() if isinstance(p, Article)}
+        adopted: dict[str, tuple[str, Article, Article]] = {}
+        result: dict[str, Article] = {}
+        for path in sorted(self._files):
+            parsed = self._files[path][1]
+            if not isinstance(parsed, Article):
+                continue
+            result[path] = parsed
+            if not _id_from_path(parsed):
+                continue
+            kept = self._adopted.get(path)
+            earlier = (
+                kept[0]
+                if kept
+                else self._places.get(path) or self._identities.get(parsed.fingerprint)
+            )
+            if earlier is None or earlier in natural or earlier == parsed.id:
+                continue
+            if kept is not None and kept[1] is parsed:
+                adopted[path] = kept  # the same object as before: pages are not redone
+            else:
+                adopted[path] = (earlier, parsed, dataclasses.replace(parsed, id=earlier))
+            natural.add(earlier)
+            result[path] = adopted[path][2]
+        self._adopted = adopted
+        return result
+
     def _resolve(self, problems: list[ArticleError], changed: tuple[str, ...]) -> Scan:
         """Apply duplicate rules to the cached parses: the first path (sorted) wins an id/slug."""
         by_id: dict[str, Article] = {}
         by_slug: dict[str, Article] = {}
+        identified = self._identified()
         for path in sorted(self._files):
-            parsed = self._files[path][1]
+            parsed = identified.get(path) or self._files[path][1]
             if isinstance(parsed, ArticleError):
                 problems.append(parsed)
                 continue
@@ -344,5 +404,6 @@ class Source:
             by_slug[parsed.slug] = parsed
         articles = sorted(by_id.values(), key=lambda a: (a.date, a.id), reverse=True)
         self._winners = by_id
+        self._identities.update((a.fingerprint, a.id) for a in articles if a.fingerprint)
         problems.sort(key=lambda p: p.path)
         return Scan(tuple(articles), tuple(problems), changed)

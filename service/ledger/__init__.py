@@ -27,8 +27,8 @@ __all__ = ["State"]
 class State:
     """The state database. One per process; cheap calls, short transactions."""
 
-    def __init__(self, url: str) -> None:
-        self.db = Database(url)
+    def __init__(self, url: str, *, create: bool = False) -> None:
+        self.db = Database(url, create=create)
         self.articles = Articles(self.db)
         self.subscribers = Subscribers(self.db)
         self.deliveries = Deliveries(self.db)

@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 
 from service.ledger.db import Database
 from service.ledger.schema import articles, timestamp
 
 __all__ = ["Articles"]
+
+_PLACE = (
+    update(articles)
+    .where(articles.c.id == bindparam("b_id"))
+    .values(fingerprint=bindparam("b_fingerprint"), source=bindparam("b_source"))
+)
 
 
 class Articles:
@@ -18,26 +24,68 @@ class Articles:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._recorded: set[str] | None = None  # article ids in the ledger (see record)
+        # id -> (fingerprint, source) of the articles in the ledger (see record)
+        self._recorded: dict[str, tuple[str | None, str | None]] | None = None
 
-    def record(self, ids: Iterable[str], now: datetime) -> int:
-        """Give every published article not seen before its sequence number; return how many.
+    def record(self, entries: Iterable[tuple[str, str, str]], now: datetime) -> int:
+        """Give every published (id, fingerprint, source) not seen before its sequence number,
+        and keep the fingerprint and path of those seen before current; return how many were
+        new.
 
-        The ids already recorded are read once per State and kept: a service with 100,000
-        articles calls this after every edit. Articles are only ever added, by the one process
-        that holds the runner lock, so the copy cannot go stale.
+        The ledger's ids are read once per State and kept: a service with 100,000 articles
+        calls this after every edit. Articles are only ever added, by the one process that
+        holds the runner lock, so the copy cannot go stale.
         """
         with self.db.tx() as conn:
             if self._recorded is None:
-                self._recorded = set(conn.scalars(select(articles.c.id)))
+                rows = conn.execute(
+                    select(articles.c.id, articles.c.fingerprint, articles.c.source)
+                )
+                self._recorded = {str(i): (f, s) for i, f, s in rows}
             known = self._recorded
-            new = [i for i in ids if i not in known]
+            new: dict[str, tuple[str, str]] = {}
+            changed: dict[str, tuple[str, str]] = {}
+            for ident, fingerprint, source in entries:
+                if ident not in known:
+                    new[ident] = (fingerprint, source)
+                elif known[ident] != (fingerprint, source):
+                    changed[ident] = (fingerprint, source)
             if new:
                 conn.execute(
-                    insert(articles), [{"id": i, "first_seen": timestamp(now)} for i in new]
+                    insert(articles),
+                    [
+                        {"id": i, "first_seen": timestamp(now), "fingerprint": f, "source": s}
+                        for i, (f, s) in new.items()
+                    ],
+                )
+            if changed:
+                conn.execute(
+                    _PLACE,
+                    [
+                        {"b_id": i, "b_fingerprint": f, "b_source": s}
+                        for i, (f, s) in changed.items()
+                    ],
                 )
         known.update(new)
+        known.update(changed)
         return len(new)
+
+    def identities(self) -> tuple[dict[str, str], dict[str, str]]:
+        """How a moved file is known again: (fingerprint -> id, path -> id) of the recorded
+        articles, the later one winning where two share a fingerprint."""
+        by_fingerprint: dict[str, str] = {}
+        by_path: dict[str, str] = {}
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(articles.c.id, articles.c.fingerprint, articles.c.source)
+                .where(articles.c.fingerprint.is_not(None))
+                .order_by(articles.c.seq)
+            )
+            for ident, fingerprint, source in rows:
+                by_fingerprint[str(fingerprint)] = str(ident)
+                if source:
+                    by_path[str(source)] = str(ident)
+        return by_fingerprint, by_path
 
     def last_seq(self) -> int:
         with self.db.tx() as conn:

@@ -7,19 +7,24 @@ synchronous=NORMAL: a commit survives a killed process, which is the guarantee t
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from service.errors import StateError
-from service.ledger.schema import metadata
+from service.ledger import migrations
 
 __all__ = ["BUSY_TIMEOUT_MS", "Database", "Prepared", "database_error", "masked"]
+
+log = logging.getLogger("bantin.ledger")
 
 # How long SQLite waits for another writer before a statement fails with "database is locked".
 BUSY_TIMEOUT_MS = 10_000
@@ -44,7 +49,10 @@ def database_error(where: str, exc: BaseException) -> StateError:
 class Database:
     """The state database named by ``url``; its tables are created if missing."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = False) -> None:
+        """Open the database, upgrading its schema. A database without bantin's tables is made
+        only for a new installation, or with ``create`` (`bantin init --force`); StateError
+        otherwise, saying how to restore it."""
         self.url = url
         try:
             parsed = make_url(url)
@@ -65,11 +73,60 @@ class Database:
             ) from exc
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._raw: Any = None  # the driver connection of run_many, opened on first use
+        missing = self.sqlite_path is not None and (
+            not self.sqlite_path.exists() or self.sqlite_path.stat().st_size == 0
+        )
+        if missing and not create:
+            self._refuse_to_recreate()  # before SQLite makes (or touches) a file
         try:
-            metadata.create_all(self.engine)
+            with self._schema_lock():
+                self._open(create)
         except SQLAlchemyError as exc:
             raise database_error(f"{self.describe()} cannot be opened", exc) from exc
-        self._raw: Any = None  # the driver connection of run_many, opened on first use
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """One process at a time creates or upgrades the schema (two hosts starting at once)."""
+        if self.sqlite_path is None:
+            yield
+            return
+        path = self.sqlite_path.with_name(self.sqlite_path.name + ".schema-lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _open(self, create: bool) -> None:
+        with self.engine.begin() as conn:
+            fresh = not inspect(conn).has_table("articles")
+            if fresh and not create:
+                self._refuse_to_recreate()
+            applied = migrations.upgrade(conn)  # a new database is marked installed by 0002
+        if applied and not fresh:
+            log.info("state database %s upgraded: %s", self.describe(), ", ".join(applied))
+
+    def _refuse_to_recreate(self) -> None:
+        """StateError if this installation ran before: a lost state is restored, not remade."""
+        earlier = self.earlier_installation()
+        if earlier is not None:
+            raise StateError(
+                f"the state database {self.describe()} is missing or empty, but this "
+                f"installation has run before ({earlier} exists): restore the database "
+                "from your backup (README, Deployment), or, to start afresh on purpose "
+                "(every address then counts as new, unsubscriptions are forgotten and "
+                "unsubscribe links already sent stop working), run `bantin init --force`"
+            )
+
+    def earlier_installation(self) -> Path | None:
+        """A file that only an installation that ran leaves beside its state, if there is one."""
+        home = self.home
+        candidates = [home / "subscribers.last-good.toml", home / "bantin.lock"]
+        if self.sqlite_path is not None:
+            candidates.append(self.sqlite_path.with_name(self.sqlite_path.name + ".lock"))
+        return next((path for path in candidates if path.exists()), None)
 
     def describe(self) -> str:
         """The database for messages: its file, or its URL with the password masked."""

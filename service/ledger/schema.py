@@ -1,5 +1,8 @@
 """The ledger's tables (SQLAlchemy Core), shared by the modules of each noun.
 
+This is the schema of the newest revision in migrations/versions/: every change here is made
+there too, as a new revision.
+
 Who gets what is decided by sequence, never by dates: every article gets a sequence number when
 it is first seen published, and every subscriber a cursor, the highest article sequence that is
 no longer news to them. A delivery row and its items are committed before the message is sent
@@ -48,6 +51,10 @@ articles = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("id", String(512), nullable=False, unique=True),
     Column("first_seen", Float, nullable=False),
+    # the file it was last seen in, and a fingerprint of its bytes: a moved file keeps its id
+    Column("fingerprint", Text),
+    Column("source", Text),
+    Index("articles_fingerprint", "fingerprint"),
     sqlite_autoincrement=True,
 )
 subscribers = Table(

@@ -135,7 +135,9 @@ class DigestRun:
         """Record the articles, find what is news since the lowest cursor, and what waits."""
         state = self.state
         if not self.dry_run:
-            state.articles.record(self.by_id, self.now)
+            state.articles.record(
+                ((a.id, a.fingerprint, a.source) for a in self.published), self.now
+            )
         self.top = state.articles.last_seq()
         # every frequency's cursors, not just this one's: the ledger still holds the old
         # frequency of a subscriber who changed it in the file since the last run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import ssl
 import tempfile
@@ -63,6 +64,9 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+_OUTBOX_NUMBERS = itertools.count(1)
+
+
 class FileTransport:
     """One .eml file per message in the outbox directory: what would be sent, to read."""
 
@@ -71,15 +75,14 @@ class FileTransport:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.name = f"outbox {directory}"
-        self._count = 0
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
         started = time.monotonic()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._count += 1
         stamp = time.strftime("%Y%m%d-%H%M%S")
         safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in recipient)
-        name = f"{stamp}-{os.getpid()}-{self._count:06d}-{safe}.eml"
+        # numbered for the whole process: two runs in one second must not share a name
+        name = f"{stamp}-{os.getpid()}-{next(_OUTBOX_NUMBERS):06d}-{safe}.eml"
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as file:

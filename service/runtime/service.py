@@ -100,7 +100,7 @@ class Service:
         site, mail, schedule = settings.site, settings.mail, settings.schedule
         dkim = read_dkim_key(mail.dkim_domain, mail.dkim_selector, mail.dkim_key_file)
         key = self.state.keys.secret_key(settings.server.secret_key)
-        source = Source(settings.source.dir, site.zone)
+        source = Source(settings.source.dir, site.zone, *self.state.articles.identities())
         builder = Builder(settings, site.templates_dir)
         composer = Composer(settings, key, dkim)
         templates = Templates(site.templates_dir, zone=site.zone, language=site.language)
@@ -173,7 +173,7 @@ class Service:
             self._rebuild = False
             self._next_due = scan.next_due(moment)
             await self.build(scan, moment)
-            self.state.articles.record((a.id for a in published), moment)
+            self.state.articles.record(((a.id, a.fingerprint, a.source) for a in published), moment)
             if first:
                 # Subscribers are registered after the articles of the first scan, so that a
                 # new installation does not mail its back catalogue.

@@ -79,7 +79,7 @@ def run_once(directory: Path, processes: int) -> dict[str, bytes]:
     assert report.sent == COUNT, report.summary()
     composed_inline = run.composers.inline_count
     assert composed_inline == (COUNT if processes == 0 else pool.INLINE)
-    return {p.name.split("-", 3)[-1]: p.read_bytes() for p in (directory / "outbox").glob("*.eml")}
+    return {p.name.split("-", 4)[-1]: p.read_bytes() for p in (directory / "outbox").glob("*.eml")}
 
 
 @pytest.mark.usefixtures("project")

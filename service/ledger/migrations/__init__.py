@@ -1,0 +1,70 @@
+"""The ledger's schema history, as Alembic revisions (versions/): every schema change is one.
+
+``upgrade(connection)`` brings a database to the newest revision. A database made by the
+first release, before revisions were recorded, is recognised by its tables and stamped as
+revision 0001 first, so nothing in it is lost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["FIRST_RELEASE", "current", "current_revision", "head", "upgrade"]
+
+FIRST_RELEASE = "0001"  # the schema bantin 0.1 created without recording a revision
+_HERE = Path(__file__).parent
+
+
+def _script() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(_HERE))
+    return ScriptDirectory.from_config(config)
+
+
+def head() -> str:
+    """The newest revision this bantin knows."""
+    revision = _script().get_current_head()
+    assert revision is not None
+    return revision
+
+
+def current(connection: Connection) -> str | None:
+    """The revision of the database, or None if it has none (new, or made by 0.1)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return current(connection)
+
+
+def upgrade(connection: Connection) -> list[str]:
+    """Bring the database on ``connection`` to the newest revision; the revisions applied."""
+    script = _script()
+    if current(connection) is None and inspect(connection).has_table("articles"):
+        MigrationContext.configure(connection).stamp(script, FIRST_RELEASE)
+    applied: list[str] = []
+
+    def steps(revision: object, context: MigrationContext) -> list[object]:
+        found = script._upgrade_revs("head", revision)  # type: ignore[arg-type]
+        applied.extend(step.revision.revision for step in found)
+        return list(found)
+
+    config = Config()
+    config.set_main_option("script_location", str(_HERE))
+    with EnvironmentContext(config, script, fn=steps, destination_rev="head") as environment:
+        environment.configure(
+            connection=connection,
+            render_as_batch=True,  # SQLite cannot ALTER most columns in place
+            transaction_per_migration=False,
+        )
+        with environment.begin_transaction():
+            environment.run_migrations()
+    return applied

@@ -1,0 +1,108 @@
+"""The state database keeps every row across releases, and is never silently made anew.
+
+fixtures/bantin-0.1.db was made by the first release (commit 3638b7f, service/state.py) with:
+articles 2026/11/a and b recorded, three subscribers registered, 2026/11/c recorded and
+claimed for each of them; hoa's delivery sent, lan's deferred (451) then lan unsubscribed,
+gone's failed three times (550 5.1.1, suspended); a digest:daily run; the generated key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.errors import StateError
+from service.ledger import State, migrations
+
+FIXTURE = Path(__file__).parent / "fixtures" / "bantin-0.1.db"
+OLD_KEY = b"qdIQyoy4duz09bQNt7AdMvELsTtHAU7_l7MFQFfVkBg"
+
+
+def rows(path: Path, table: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as connection:
+        return sorted(connection.execute(f"SELECT * FROM {table}"))
+
+
+def test_a_database_of_the_first_release_upgrades_with_every_row_intact(tmp_path: Path) -> None:
+    path = tmp_path / "bantin.db"
+    shutil.copy(FIXTURE, path)
+    before = {
+        table: rows(path, table)
+        for table in ("articles", "subscribers", "deliveries", "delivery_items", "runs", "meta")
+    }
+    state = State(f"sqlite:///{path}")
+    try:
+        assert migrations.current_revision(state.db.engine) == migrations.head()
+        assert state.keys.secret_key() == OLD_KEY  # unsubscribe links already sent still work
+        assert state.articles.last_seq() == 3
+        assert [i for _, i in state.articles.after(0)] == ["2026/11/a", "2026/11/b", "2026/11/c"]
+        assert state.counts() == {
+            "pending": 1, "sent": 1, "failed": 1, "cancelled": 0, "suspended": 1,
+            "unsubscribed": 1,
+        }  # fmt: skip
+        [waiting] = state.deliveries.pending()
+        assert (waiting.email, waiting.article_ids, waiting.attempts) == (
+            "lan@example.org", ("2026/11/c",), 1
+        )  # fmt: skip
+        assert [r.kind for r in state.runs.all()] == ["digest:daily"]
+    finally:
+        state.close()
+    after_articles = rows(path, "articles")
+    assert [row[:3] for row in after_articles] == before["articles"]  # + an empty fingerprint
+    for table in ("subscribers", "deliveries", "delivery_items", "runs"):
+        assert rows(path, table) == before[table], table
+    assert set(before["meta"]) < set(rows(path, "meta"))  # + installed_at
+
+
+def test_an_installation_that_ran_never_gets_a_new_database_behind_its_back(
+    project: Path,
+) -> None:
+    """Finding 8: an empty or deleted database was silently recreated: unsubscribed addresses
+    were mailed again, and a new key made every unsubscribe link already sent answer 400."""
+    config = project / "config" / "bantin.toml"
+    (project / "config" / "subscribers.toml").write_text("", encoding="utf-8")
+
+    def bantin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "service", "--config", str(config), *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")},
+        )
+
+    assert bantin("digest").returncode == 0  # a new installation: its state is made at once
+    database = project / "var" / "bantin.db"
+    for damage in ("delete", "empty"):
+        if damage == "delete":
+            database.unlink()
+        else:
+            database.write_bytes(b"")
+        refused = bantin("digest")
+        assert refused.returncode == 2
+        message = refused.stderr.strip().splitlines()[-1]
+        assert "missing or empty" in message and "restore the database" in message
+        assert "bantin init --force" in message
+        assert bantin("status").returncode == 2  # no command makes one quietly
+        assert not database.exists() or database.stat().st_size == 0
+    made = bantin("init", "--force")
+    assert made.returncode == 0 and "is ready" in made.stdout
+    assert bantin("digest").returncode == 0
+    again = bantin("init")
+    assert again.returncode == 0  # never erases: says it is ready
+    assert rows(database, "runs")  # the digest run above is still there
+
+
+def test_a_newer_or_damaged_database_is_refused_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bantin.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StateError) as caught:
+        State(f"sqlite:///{path}")
+    assert "\n" not in str(caught.value) and "cannot be opened" in str(caught.value)
