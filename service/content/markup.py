@@ -95,6 +95,15 @@ def html_to_text(markup: str) -> str:
     return one_line(html.unescape(nh3.clean(markup, tags=set())))
 
 
+def plain_text(text: str) -> str:
+    """A field people read, written as plain text: HTML entities in it ("Tin &quot;khẩn&quot;",
+    "A &amp; B", as portals export them) become the characters they stand for, once, so that
+    feeds and pages escape them exactly once. Anything else, "<mới>" included, is text."""
+    if "&" not in text:
+        return one_line(text)
+    return one_line(html.unescape(text))
+
+
 def summarize(markup: str, limit: int = 280) -> str:
     """A plain-text summary: the first paragraph with text, cut at a word under ``limit``."""
     for match in re.finditer(r"<p>(.*?)</p>", markup, flags=re.S):

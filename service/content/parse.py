@@ -19,6 +19,7 @@ from service.content.markup import (
     markdown_to_html,
     one_line,
     paragraphs_to_html,
+    plain_text,
     shorten,
     summarize,
 )
@@ -177,7 +178,13 @@ def _article(
         except ValueError as exc:
             raise ArticleError(source, f"'{key}': {exc}") from None
 
-    title = text("title")
+    def words(key: str) -> str | None:
+        """A field people read (title, summary, author, category): plain text, its entities
+        decoded (feeds and pages then escape it once, as they must)."""
+        value = text(key)
+        return plain_text(value) or None if value is not None else None
+
+    title = words("title")
     if not title:
         raise ArticleError(source, "front matter has no 'title'; add one")
     date_value = published or when("date")
@@ -195,15 +202,21 @@ def _article(
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ArticleError(source, f"'url' {url!r} must be an absolute http(s) URL")
-    summary = text("summary")
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise ArticleError(
+                source,
+                f"'url' {url!r} has spaces in it; write a space as %20 "
+                "(copy the link from the browser's address bar)",
+            )
+    summary = words("summary")
     return Article(
         id=text("id") or source.rsplit(".", 1)[0],
         slug=slug,
         title=title,
         date=date_value,
         updated=when("updated"),
-        category=category(text("category") or DEFAULT_CATEGORY),
-        author=text("author"),
+        category=category(words("category") or DEFAULT_CATEGORY),
+        author=words("author"),
         summary=shorten(summary, 600) if summary else summarize(content),
         content_html=content,
         url=url,
