@@ -11,12 +11,18 @@ import asyncio
 import email
 import email.policy
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from smtpserver import Server, free_port, refusing_server, running_server
 
+from service.content.slug import category
+from service.ledger import State
+from service.mail.compose import Composer
+from service.mail.run import DigestRun, run_digest
+from service.mail.subscribers import read_entries
 from service.mail.transport import (
     FileTransport,
     MemoryTransport,
@@ -24,6 +30,7 @@ from service.mail.transport import (
     SmtpTransport,
     transport_for,
 )
+from service.model import Article
 from service.settings import SmtpSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -257,6 +264,48 @@ def test_the_file_transport_writes_one_eml_per_message(tmp_path: Path) -> None:
     assert files[0].name.endswith("-hoa@example.org.eml")
     parsed = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert parsed["Subject"] == "Lịch tiếp công dân"
+
+
+def test_a_digest_run_through_the_file_transport_writes_one_eml_per_message(
+    project: Path,
+) -> None:
+    """The outbox `make run` fills: what a run would send, one readable file per message."""
+    settings = load_settings(project / "config" / "bantin.toml")  # transport "file" by default
+    addresses = [f"f{n}@example.org" for n in range(3)]
+    settings.mail.subscribers_file.write_text(
+        "".join(
+            f'[[subscriber]]\nemail = "{a}"\nname = "Người {n}"\n' for n, a in enumerate(addresses)
+        ),
+        encoding="utf-8",
+    )
+    state = State(settings.state.url)
+    composer = Composer(settings, b"unsubscribe key for file transport tests")
+    t0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+
+    def run(ids: list[str], at: datetime) -> int:
+        published = [
+            Article(i, i, f"Tin {i}", t0 - timedelta(days=1), category("Thông báo"), "", "", i)
+            for i in ids
+        ]
+        entries = read_entries(settings.mail.subscribers_file)
+        digest = DigestRun(
+            state, composer, transport_for(settings), "daily", published, entries, clock=lambda: at
+        )
+        return asyncio.run(run_digest(digest)).sent
+
+    try:
+        assert run(["old"], t0) == 0  # no back catalogue
+        assert run(["old", "new"], t0 + timedelta(hours=1)) == 3
+    finally:
+        state.close()
+    outbox = project / "var" / "outbox"
+    files = sorted(outbox.glob("*.eml"))
+    assert len(files) == 3
+    assert not list(outbox.glob(".tmp-*"))
+    messages = [
+        email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files
+    ]
+    assert sorted(m["To"].addresses[0].addr_spec for m in messages) == addresses
 
 
 def test_the_memory_transport_keeps_messages_and_plays_refusals() -> None:
