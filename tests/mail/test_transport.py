@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -264,6 +265,37 @@ def test_the_file_transport_writes_one_eml_per_message(tmp_path: Path) -> None:
     assert files[0].name.endswith("-hoa@example.org.eml")
     parsed = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert parsed["Subject"] == "Lịch tiếp công dân"
+
+
+def test_a_reader_of_the_outbox_never_sees_half_a_message(tmp_path: Path) -> None:
+    """Mail programs and scripts read the outbox while bantin writes to it."""
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    transport = FileTransport(outbox)
+    messages = [NASTY + bytes([65 + n % 26]) * 512 * 1024 + b"\r\n" for n in range(40)]
+    sizes = {len(m) for m in messages}
+    seen: list[int] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            for path in outbox.glob("*.eml"):
+                seen.append(len(path.read_bytes()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+
+        async def go() -> None:
+            for message in messages:
+                assert (await transport.send(SENDER, "hoa@example.org", message)).ok
+
+        asyncio.run(go())
+    finally:
+        done.set()
+        reader.join(10)
+    assert seen and set(seen) <= sizes  # whole messages only, never a part
+    assert sorted(f.read_bytes() for f in outbox.glob("*.eml")) == sorted(messages)
 
 
 def test_a_digest_run_through_the_file_transport_writes_one_eml_per_message(
