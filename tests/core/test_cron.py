@@ -217,7 +217,9 @@ def cron_field(
         return "*"
 
     def value(number: int, named: bool) -> str:
-        return draw(CASES)(names[number - first]) if named else str(number)
+        if not named or names is None:
+            return str(number)
+        return draw(CASES)(names[number - first])
 
     def element() -> str:
         kind = draw(st.sampled_from(["one", "range", "range/step", "*/step", "one/step"]))

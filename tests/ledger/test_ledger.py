@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,8 +45,8 @@ def sub(email: str, frequency: Frequency = "daily") -> Subscriber:
     return Subscriber(email, frequency=frequency)
 
 
-def mid(email: str, ids: object) -> str:
-    return f"<{'+'.join(ids)}.{email}@test>"  # type: ignore[arg-type]
+def mid(email: str, ids: Sequence[str]) -> str:
+    return f"<{'+'.join(ids)}.{email}@test>"
 
 
 # --- articles -------------------------------------------------------------------------------
@@ -219,8 +219,8 @@ def test_an_article_already_delivered_is_dropped_from_a_later_claim(state: State
     seeded(state, "hoa@example.org")
     asked: list[tuple[str, tuple[str, ...]]] = []
 
-    def message_id(email: str, ids: object) -> str:
-        asked.append((email, tuple(ids)))  # type: ignore[arg-type]
+    def message_id(email: str, ids: Sequence[str]) -> str:
+        asked.append((email, tuple(ids)))
         return mid(email, ids)
 
     claim(state, "hoa@example.org", "a", "b")
