@@ -1,6 +1,6 @@
 """The real service in a subprocess, a real SMTP server to catch its mail, and bounded waits.
 
-Used by test_service.py and test_scheduler.py: start `python -m service run` in a project
+Used by test_service.py and test_schedule.py: start `python -m service run` in a project
 directory on free ports, talk to it over HTTP, and read what it mailed. Every wait has a
 deadline; a timeout shows the tail of the service's log.
 """
@@ -50,9 +50,9 @@ Mailbox = Recorder
 
 
 @contextmanager
-def smtp_server(delay: float = 0.0) -> Iterator[tuple[int, Mailbox]]:
-    """A real SMTP server on a free port; ``delay`` seconds per DATA make it a slow one."""
-    with running_server(data_delay=delay) as server:
+def smtp_server() -> Iterator[tuple[int, Mailbox]]:
+    """A real SMTP server on a free port; ``mailbox.hold()`` keeps messages in flight."""
+    with running_server() as server:
         yield server.port, server.recorder
 
 

@@ -6,8 +6,10 @@ with running_server() as server:
     server.script("drop@example.org", "drop")   # 421 and the connection closed
     server.mail_reply = "550 5.7.1 sender rejected"  # to MAIL FROM, until set to None
     server.data_reply = "554 5.7.1 content rejected"  # after the message, until None
+    server.hold()      # each DATA is recorded, then waits for its 250 until release()
     ...
-    server.received   # [Received(recipient, data, message_id), ...]
+    server.received   # [Received(recipient, data, peer), ...]
+    server.connections, server.quits   # the client (host, port) of each EHLO, each QUIT
 
 with running_server(password="right") as server: a server that requires AUTH LOGIN/PLAIN as
 user "bantin" with that password. with refusing_server("554 5.3.2 not now") as port: a server
@@ -43,6 +45,7 @@ def free_port() -> int:
 class Received:
     recipient: str
     data: bytes
+    peer: tuple[str, int] | None = None  # the client end of the connection it came over
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -71,9 +74,23 @@ class Recorder:
     received: list[Received] = field(default_factory=list)
     started: int = 0  # DATA commands begun
     attempts: dict[str, int] = field(default_factory=dict)  # RCPT commands seen per address
+    gate: threading.Event = field(default_factory=threading.Event)  # set: DATA is answered
+    connections: list[tuple[str, int]] = field(default_factory=list)  # the peer of each EHLO
+    quits: list[tuple[str, int]] = field(default_factory=list)  # the peer of each QUIT
     _script: dict[str, list[str]] = field(default_factory=dict)
     _always: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    def hold(self) -> None:
+        """Keep every message from now on in flight: recorded, but not yet answered."""
+        self.gate.clear()
+
+    def release(self) -> None:
+        """Answer the messages held, and those to come."""
+        self.gate.set()
 
     def script(self, address: str, reply: str, times: int | None = None) -> None:
         """Answer RCPT TO ``address`` with ``reply`` ``times`` times (None: always)."""
@@ -97,6 +114,19 @@ class Recorder:
 
     def recipients(self) -> list[str]:
         return [r.recipient for r in self.received]
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        with self._lock:
+            self.connections.append(session.peer)
+        return responses
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            self.quits.append(session.peer)
+        return "221 Bye"
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -130,9 +160,11 @@ class Recorder:
         with self._lock:
             self.started += 1
             for rcpt in envelope.rcpt_tos:
-                self.received.append(Received(rcpt, data))
+                self.received.append(Received(rcpt, data, session.peer))
+        # recorded before the 250: a client killed now has delivered without knowing it
+        if not self.gate.is_set():
+            await asyncio.to_thread(self.gate.wait)
         if self.data_delay:
-            # recorded before the 250: a client killed now has delivered without knowing it
             await asyncio.sleep(self.data_delay)
         return "250 2.0.0 accepted"
 
@@ -176,6 +208,7 @@ def running_server(
     try:
         yield Server(port, recorder, controller)
     finally:
+        recorder.release()  # nothing left waiting in a thread
         controller.stop()
 
 

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,8 +35,8 @@ def masked(url: str) -> str:
     """``url`` fit for a message or a log: its password replaced by ***."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(a state.url that is not a database URL)"
+    except ArgumentError:  # not a URL SQLAlchemy reads: hide whatever stands where one would be
+        return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 def database_error(where: str, exc: BaseException) -> StateError:
@@ -58,7 +59,7 @@ class Database:
             parsed = make_url(url)
         except ArgumentError:
             raise StateError(
-                "state.url is not a database URL; use e.g. sqlite:///var/bantin.db"
+                f"state.url {masked(url)!r} is not a database URL; use e.g. sqlite:///var/bantin.db"
             ) from None
         self.sqlite_path: Path | None = None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):

@@ -1,21 +1,22 @@
-"""Who gets what, and what survives failures: DigestRun against a real aiosmtpd server.
+"""Who gets what, and what survives failures: DigestRun over the ledger and a transport.
 
-Every run goes through the real pieces (subscribers file, SQLite ledger, Composer, the SMTP
-pool on aiosmtplib) to a real SMTP server on 127.0.0.1 that scripts 4xx/5xx replies per
-recipient. Time is driven by the ``clock`` given to DigestRun, never by sleeping.
+Every run goes through the real pieces (subscribers file, SQLite ledger, Composer) to an
+in-memory transport that scripts refusals per recipient, like the SMTP test server does: what
+a refusal means to the ledger is decided here, what an SMTP server's reply becomes is tested in
+test_transport.py, and faults of a real server in test_smtp_faults.py. Time is driven by the
+``clock`` given to DigestRun, never by sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from smtpserver import Server, free_port, running_server
+from smtpserver import Received
 
 from service import cli
 from service.content.slug import category
@@ -24,7 +25,7 @@ from service.mail.compose import Composer
 from service.mail.mime import message_id
 from service.mail.run import DigestRun, RunReport, run_digest
 from service.mail.subscribers import read_entries
-from service.mail.transport import FileTransport, transport_for
+from service.mail.transport import MemoryTransport, Outcome
 from service.model import Article, Frequency
 from service.settings import Settings, load_settings
 
@@ -60,22 +61,61 @@ def subscriber(email: str, frequency: str = "daily", categories: str = "", name:
     return "".join(lines)
 
 
-class Harness:
-    """A project wired to one SMTP port; ``run`` is one DigestRun, like `bantin digest`."""
+class Mailroom(MemoryTransport):
+    """The in-memory transport with refusals scripted per recipient, read like the SMTP server.
 
-    def __init__(self, project: Path, port: int, concurrency: int = 2) -> None:
+    mail.script("busy@example.org", "450 4.2.1 try later", times=2)  # None: always
+    """
+
+    def __init__(self) -> None:
+        super().__init__(self._reply, concurrency=2)
+        self.attempts: Counter[str] = Counter()
+        self._script: dict[str, list[Outcome]] = {}
+        self._always: dict[str, Outcome] = {}
+
+    def script(self, address: str, reply: str, times: int | None = None) -> None:
+        code, _, text = reply.partition(" ")
+        outcome = Outcome(False, int(code), text, "rcpt")
+        if times is None:
+            self._always[address] = outcome
+        else:
+            self._script.setdefault(address, []).extend([outcome] * times)
+
+    def clear(self) -> None:
+        self._script.clear()
+        self._always.clear()
+
+    def _reply(self, recipient: str) -> Outcome | None:
+        self.attempts[recipient] += 1
+        queued = self._script.get(recipient)
+        return queued.pop(0) if queued else self._always.get(recipient)
+
+    @property
+    def received(self) -> list[Received]:
+        return [Received(sent.recipient, sent.data) for sent in self.sent]
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.received if r.recipient == address]
+
+    def recipients(self) -> list[str]:
+        return [sent.recipient for sent in self.sent]
+
+
+class Harness:
+    """A project and its ledger; ``run`` is one DigestRun over ``mail``, like `bantin digest`."""
+
+    def __init__(self, project: Path) -> None:
         self.project = project
         self.config = project / "config" / "bantin.toml"
         self.config.write_text(
             '[site]\ntitle = "Cổng thông tin tỉnh"\nbase_url = "https://tinh.example.gov.vn"\n'
-            '[mail]\ntransport = "smtp"\nfrom = "Bản tin tỉnh <bantin@tinh.example.gov.vn>"\n'
-            f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\ntimeout = 5\n'
-            f"concurrency = {concurrency}\n",
+            '[mail]\nfrom = "Bản tin tỉnh <bantin@tinh.example.gov.vn>"\n',
             encoding="utf-8",
         )
         self.settings: Settings = load_settings(self.config)
         self.state = State(self.settings.state.url)
         self.composer = Composer(self.settings, KEY)
+        self.mail = Mailroom()
 
     def subscribers(self, *blocks: str) -> None:
         self.settings.mail.subscribers_file.write_text("\n".join(blocks), encoding="utf-8")
@@ -94,7 +134,7 @@ class Harness:
         run = DigestRun(
             self.state,
             self.composer,
-            transport_for(self.settings),
+            self.mail,
             frequency,
             visible,
             read_entries(self.settings.mail.subscribers_file, known),
@@ -106,22 +146,21 @@ class Harness:
 
 
 @pytest.fixture
-def server() -> Iterator[Server]:
-    with running_server() as running:
-        yield running
-
-
-@pytest.fixture
-def harness(project: Path, server: Server) -> Iterator[Harness]:
-    h = Harness(project, server.port)
+def harness(project: Path) -> Iterator[Harness]:
+    h = Harness(project)
     yield h
     h.state.close()
 
 
-def titles(server: Server, address: str) -> list[list[str]]:
+@pytest.fixture
+def mail(harness: Harness) -> Mailroom:
+    return harness.mail
+
+
+def titles(mail: Mailroom, address: str) -> list[list[str]]:
     """For each message ``address`` received, the article titles in its text part."""
     result = []
-    for received in server.to(address):
+    for received in mail.to(address):
         text = received.message.get_body(("plain",))
         assert text is not None
         body = text.get_content().replace("\r\n", "\n")
@@ -135,7 +174,7 @@ def titles(server: Server, address: str) -> list[list[str]]:
 
 
 def test_new_subscribers_get_no_back_catalogue_and_news_reaches_them_once(
-    harness: Harness, server: Server
+    harness: Harness, mail: Mailroom
 ) -> None:
     harness.subscribers(
         subscriber("all@example.org"),
@@ -145,31 +184,31 @@ def test_new_subscribers_get_no_back_catalogue_and_news_reaches_them_once(
     old = [article("old-1"), article("old-2", section="Lịch tiếp công dân")]
     report = harness.run(old)
     assert (report.sent, report.subscribers) == (0, 3)
-    assert server.received == []
+    assert mail.received == []
 
     news = [*old, article("new-1", section="Lịch tiếp công dân"), article("new-2")]
     report = harness.run(news, at=T0 + timedelta(hours=1))
     assert report.sent == 3
-    assert titles(server, "all@example.org") == [["Tin new-1", "Tin new-2"]]
-    assert titles(server, "lich@example.org") == [["Tin new-1"]]
-    assert titles(server, "slug@example.org") == [["Tin new-2"]]
+    assert titles(mail, "all@example.org") == [["Tin new-1", "Tin new-2"]]
+    assert titles(mail, "lich@example.org") == [["Tin new-1"]]
+    assert titles(mail, "slug@example.org") == [["Tin new-2"]]
 
     # a rerun, then an edited article (same id, new title): nothing is news
     assert harness.run(news, at=T0 + timedelta(hours=2)).sent == 0
     edited = [*old, article("new-1", "Tin new-1 (sửa lại)"), article("new-2")]
     assert harness.run(edited, at=T0 + timedelta(hours=3)).sent == 0
-    assert len(server.received) == 3
+    assert len(mail.received) == 3
 
     # backdated a year but first seen today: news today
     backdated = [*edited, article("backdated", date=T0 - timedelta(days=365))]
     assert harness.run(backdated, at=T0 + timedelta(hours=4)).sent == 2
-    assert titles(server, "all@example.org")[-1] == ["Tin backdated"]
-    assert titles(server, "slug@example.org")[-1] == ["Tin backdated"]
-    assert len(server.to("lich@example.org")) == 1
+    assert titles(mail, "all@example.org")[-1] == ["Tin backdated"]
+    assert titles(mail, "slug@example.org")[-1] == ["Tin backdated"]
+    assert len(mail.to("lich@example.org")) == 1
 
 
 def test_a_future_dated_article_is_news_when_its_date_comes(
-    harness: Harness, server: Server
+    harness: Harness, mail: Mailroom
 ) -> None:
     harness.subscribers(subscriber("hoa@example.org"))
     future = article("future", date=T0 + timedelta(days=2))
@@ -177,12 +216,12 @@ def test_a_future_dated_article_is_news_when_its_date_comes(
     assert harness.run(everything, at=T0).sent == 0
     assert harness.run(everything, at=T0 + timedelta(days=1)).sent == 0
     assert harness.run(everything, at=T0 + timedelta(days=2, hours=1)).sent == 1
-    assert titles(server, "hoa@example.org") == [["Tin future"]]
+    assert titles(mail, "hoa@example.org") == [["Tin future"]]
     assert harness.run(everything, at=T0 + timedelta(days=3)).sent == 0
 
 
 def test_frequencies_are_separate_and_an_article_reaches_a_subscriber_once_across_them(
-    harness: Harness, server: Server
+    harness: Harness, mail: Mailroom
 ) -> None:
     daily, weekly, switch = "daily@example.org", "weekly@example.org", "switch@example.org"
     harness.subscribers(
@@ -196,30 +235,30 @@ def test_frequencies_are_separate_and_an_article_reaches_a_subscriber_once_acros
     assert harness.run(articles, at=T0 + timedelta(days=1)).sent == 1  # the daily one only
     articles.append(article("a2"))
     assert harness.run(articles, at=T0 + timedelta(days=2)).sent == 1
-    assert titles(server, daily) == [["Tin a1"], ["Tin a2"]]
-    assert server.to(weekly) == [] and server.to(switch) == []
+    assert titles(mail, daily) == [["Tin a1"], ["Tin a2"]]
+    assert mail.to(weekly) == [] and mail.to(switch) == []
 
     # switch moves from weekly to daily before its weekly digest: it must still get a1 and a2
     harness.subscribers(subscriber(daily), subscriber(weekly, "weekly"), subscriber(switch))
     articles.append(article("a3"))
     assert harness.run(articles, at=T0 + timedelta(days=3)).sent == 2
-    assert titles(server, switch) == [["Tin a1", "Tin a2", "Tin a3"]]
-    assert titles(server, daily)[-1] == ["Tin a3"]
+    assert titles(mail, switch) == [["Tin a1", "Tin a2", "Tin a3"]]
+    assert titles(mail, daily)[-1] == ["Tin a3"]
 
     # ... and back to weekly, beside the one who was weekly all along: nothing twice
     harness.subscribers(
         subscriber(daily), subscriber(weekly, "weekly"), subscriber(switch, "weekly")
     )
     assert harness.run(articles, at=T0 + timedelta(days=4), frequency="weekly").sent == 1
-    assert titles(server, weekly) == [["Tin a1", "Tin a2", "Tin a3"]]
-    assert server.to(switch) and len(server.to(switch)) == 1
+    assert titles(mail, weekly) == [["Tin a1", "Tin a2", "Tin a3"]]
+    assert mail.to(switch) and len(mail.to(switch)) == 1
     for address in (daily, weekly, switch):
-        seen = [t for message in titles(server, address) for t in message]
+        seen = [t for message in titles(mail, address) for t in message]
         assert len(seen) == len(set(seen)), f"{address} got an article twice: {seen}"
 
 
 def test_empty_digests_are_never_sent_and_unsubscribed_addresses_get_nothing(
-    harness: Harness, server: Server
+    harness: Harness, mail: Mailroom
 ) -> None:
     harness.subscribers(
         subscriber("picky@example.org", categories='["Lịch tiếp công dân"]'),
@@ -230,7 +269,7 @@ def test_empty_digests_are_never_sent_and_unsubscribed_addresses_get_nothing(
     assert harness.state.subscribers.unsubscribe("LEFT@example.org", T0)
     report = harness.run([article("old"), article("new")], at=T0 + timedelta(hours=1))
     assert report.sent == 1
-    assert server.recipients() == ["stays@example.org"]
+    assert mail.recipients() == ["stays@example.org"]
     assert harness.state.counts()["pending"] == 0
     assert harness.state.counts()["unsubscribed"] == 1
 
@@ -239,7 +278,7 @@ def test_empty_digests_are_never_sent_and_unsubscribed_addresses_get_nothing(
 
 
 def test_a_4xx_is_retried_in_the_run_then_left_pending_and_resent_with_the_same_message_id(
-    harness: Harness, server: Server
+    harness: Harness, mail: Mailroom
 ) -> None:
     harness.subscribers(
         subscriber("busy@example.org"),
@@ -247,14 +286,14 @@ def test_a_4xx_is_retried_in_the_run_then_left_pending_and_resent_with_the_same_
         subscriber("fine@example.org"),
     )
     harness.run([article("old")])
-    server.script("busy@example.org", "450 4.2.1 mailbox busy, try later", times=2)
-    server.script("blip@example.org", "451 4.3.0 local problem", times=1)
+    mail.script("busy@example.org", "450 4.2.1 mailbox busy, try later", times=2)
+    mail.script("blip@example.org", "451 4.3.0 local problem", times=1)
     news = [article("old"), article("new")]
     report = harness.run(news, at=T0 + timedelta(hours=1), retry_delays=(0.01,))
     assert (report.sent, report.deferred, report.failed) == (2, 1, 0)
-    assert server.attempts["busy@example.org"] == 2  # the first try and one retry
-    assert server.attempts["blip@example.org"] == 2  # retried within the run, then sent
-    assert len(server.to("blip@example.org")) == 1
+    assert mail.attempts["busy@example.org"] == 2  # the first try and one retry
+    assert mail.attempts["blip@example.org"] == 2  # retried within the run, then sent
+    assert len(mail.to("blip@example.org")) == 1
     [pending] = harness.state.deliveries.pending()
     assert pending.email == "busy@example.org" and pending.attempts == 2
     [problem] = harness.state.deliveries.problems()
@@ -263,11 +302,11 @@ def test_a_4xx_is_retried_in_the_run_then_left_pending_and_resent_with_the_same_
 
     report = harness.run(news, at=T0 + timedelta(hours=2))
     assert (report.sent, report.deferred) == (1, 0)
-    [resent] = server.to("busy@example.org")
+    [resent] = mail.to("busy@example.org")
     assert resent.message_id == pending.message_id
     assert resent.message_id == message_id("busy@example.org", ["new"], "tinh.example.gov.vn")
     assert harness.state.deliveries.pending() == []
-    assert sorted(server.recipients()) == [
+    assert sorted(mail.recipients()) == [
         "blip@example.org",
         "busy@example.org",
         "fine@example.org",
@@ -275,21 +314,21 @@ def test_a_4xx_is_retried_in_the_run_then_left_pending_and_resent_with_the_same_
 
 
 def test_a_5xx_is_recorded_not_retried_and_three_in_a_row_suspend_until_resumed(
-    harness: Harness, server: Server, capsys: pytest.CaptureFixture[str]
+    harness: Harness, mail: Mailroom, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gone = "gone@example.org"
     harness.subscribers(subscriber(gone), subscriber("fine@example.org"))
-    server.script(gone, "550 5.1.1 no such user here")
+    mail.script(gone, "550 5.1.1 no such user here")
     articles = [article("a0")]
     harness.run(articles)
     for day in (1, 2, 3):
         articles.append(article(f"a{day}"))
         report = harness.run(articles, at=T0 + timedelta(days=day), retry_delays=(0.01, 0.01))
         assert (report.sent, report.failed, report.deferred) == (1, 1, 0)
-        assert server.attempts[gone] == day  # never retried
+        assert mail.attempts[gone] == day  # never retried
         assert report.suspended == ([gone] if day == 3 else [])
-    assert server.to(gone) == []
-    assert len(server.to("fine@example.org")) == 3
+    assert mail.to(gone) == []
+    assert len(mail.to("fine@example.org")) == 3
     problems = harness.state.deliveries.problems()
     assert [(p.status, p.code) for p in problems] == [("failed", 550)] * 3
     assert all(p.reply == "5.1.1 no such user here" for p in problems)
@@ -298,58 +337,23 @@ def test_a_5xx_is_recorded_not_retried_and_three_in_a_row_suspend_until_resumed(
     # suspended: not even tried
     articles.append(article("a4"))
     assert harness.run(articles, at=T0 + timedelta(days=4)).sent == 1
-    assert server.attempts[gone] == 3
+    assert mail.attempts[gone] == 3
 
-    # the operator resumes it; the server has found the mailbox again
+    # the operator resumes it; the mailbox exists again
     assert cli.main(["--config", str(harness.config), "resume", gone]) == 0
     assert "no longer suspended" in capsys.readouterr().out
     assert cli.main(["--config", str(harness.config), "resume", gone]) == 1
     assert harness.state.subscribers.addresses("suspended") == []
-    server.clear()
+    mail.clear()
     articles.append(article("a5"))
     assert harness.run(articles, at=T0 + timedelta(days=5)).sent == 2
-    [back] = server.to(gone)
-    assert "Tin a5" in titles(server, gone)[0]
+    [back] = mail.to(gone)
+    assert "Tin a5" in titles(mail, gone)[0]
     assert back.message["To"].addresses[0].addr_spec == gone
 
 
-def test_a_dropped_connection_is_retried_and_does_not_block_the_others(
-    harness: Harness, server: Server
-) -> None:
-    addresses = [f"p{n}@example.org" for n in range(6)]
-    harness.subscribers(*(subscriber(a) for a in addresses))
-    harness.run([article("old")])
-    server.script("p1@example.org", "drop", times=1)
-    server.script("p3@example.org", "421 4.7.0 too busy, closing", times=1)
-    report = harness.run([article("old"), article("new")], at=T0 + timedelta(hours=1))
-    assert (report.sent, report.deferred, report.failed) == (6, 0, 0)
-    assert sorted(server.recipients()) == addresses
-
-
-def test_a_server_that_is_down_loses_nothing_and_the_next_run_sends_each_once(
-    project: Path,
-) -> None:
-    port = free_port()
-    h = Harness(project, port)
-    addresses = [f"s{n:02d}@example.org" for n in range(25)]
-    h.subscribers(*(subscriber(a) for a in addresses))
-    h.run([article("old")])
-    news = [article("old"), article("new")]
-    report = h.run(news, at=T0 + timedelta(hours=1), retry_delays=(0.01,))
-    assert report.sent == 0 and report.failed == 0
-    assert report.stopped is not None and "pending" in report.stopped
-    assert len(h.state.deliveries.pending()) == 25
-    with running_server(port=port) as server:
-        report = h.run(news, at=T0 + timedelta(hours=2))
-        assert (report.sent, report.deferred) == (25, 0)
-        assert sorted(server.recipients()) == addresses
-        assert h.run(news, at=T0 + timedelta(hours=3)).sent == 0
-    assert len(server.received) == 25
-    h.state.close()
-
-
 def test_dry_run_counts_what_a_real_run_sends_and_records_nothing(
-    harness: Harness, server: Server
+    harness: Harness, mail: Mailroom
 ) -> None:
     harness.subscribers(subscriber("a@example.org"), subscriber("b@example.org", "weekly"))
     articles = [article("a0")]
@@ -359,46 +363,12 @@ def test_dry_run_counts_what_a_real_run_sends_and_records_nothing(
     assert first.sent == harness.run(articles).sent == 0  # first run: no back catalogue
     articles.append(article("a1"))
     dry = harness.run(articles, at=T0 + timedelta(hours=1), dry_run=True)
-    assert server.received == [] and harness.state.articles.last_seq() == 1
+    assert mail.received == [] and harness.state.articles.last_seq() == 1
     assert dry.sent == harness.run(articles, at=T0 + timedelta(hours=1)).sent == 1
 
 
-def test_the_file_transport_writes_one_eml_per_message(harness: Harness, project: Path) -> None:
-    outbox = project / "var" / "outbox"
-    transport = FileTransport(outbox)
-    addresses = [f"f{n}@example.org" for n in range(3)]
-    harness.subscribers(*(subscriber(a, name=f"Người {n}") for n, a in enumerate(addresses)))
-    entries = list(read_entries(harness.settings.mail.subscribers_file))
-
-    async def go(published: list[Article], at: datetime) -> RunReport:
-        run = DigestRun(
-            harness.state,
-            harness.composer,
-            transport,
-            "daily",
-            published,
-            entries,
-            clock=lambda: at,
-        )
-        return await run.run()
-
-    asyncio.run(go([article("old")], T0))
-    report = asyncio.run(go([article("old"), article("new")], T0 + timedelta(hours=1)))
-    assert report.sent == 3
-    files = sorted(outbox.glob("*.eml"))
-    assert len(files) == 3
-    assert not list(outbox.glob(".tmp-*"))
-    tos = sorted(
-        email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["To"]
-        .addresses[0]
-        .addr_spec
-        for f in files
-    )
-    assert tos == addresses
-
-
 def test_invalid_entries_are_never_mailed_and_waiting_mail_follows_the_file(
-    harness: Harness, server: Server
+    harness: Harness, mail: Mailroom
 ) -> None:
     harness.subscribers(
         subscriber("a@example.org"),
@@ -408,7 +378,7 @@ def test_invalid_entries_are_never_mailed_and_waiting_mail_follows_the_file(
     )
     harness.run([article("old")])
     for address in ("a@example.org", "b@example.org", "c@example.org", "d@example.org"):
-        server.script(address, "450 4.2.1 later", times=2)
+        mail.script(address, "450 4.2.1 later", times=2)
     articles = [article("old"), article("new")]
     report = harness.run(articles, at=T0 + timedelta(hours=1))
     assert (report.sent, report.deferred) == (0, 4)
@@ -424,7 +394,7 @@ def test_invalid_entries_are_never_mailed_and_waiting_mail_follows_the_file(
     harness.state.subscribers.unsubscribe("c@example.org", T0)
     report = harness.run(articles, at=T0 + timedelta(hours=2))
     assert (report.sent, report.invalid, report.cancelled) == (1, 1, 1)
-    assert server.recipients() == ["a@example.org"]
+    assert mail.recipients() == ["a@example.org"]
     assert sorted(d.email for d in harness.state.deliveries.pending()) == [
         "b@example.org",
         "d@example.org",
@@ -434,6 +404,6 @@ def test_invalid_entries_are_never_mailed_and_waiting_mail_follows_the_file(
     harness.subscribers(subscriber("a@example.org"), subscriber("b@example.org"))
     report = harness.run(articles, at=T0 + timedelta(hours=3))
     assert (report.sent, report.cancelled) == (1, 1)
-    assert server.recipients() == ["a@example.org", "b@example.org"]
+    assert mail.recipients() == ["a@example.org", "b@example.org"]
     assert harness.state.deliveries.pending() == []
     assert harness.state.counts()["cancelled"] == 2

@@ -5,11 +5,13 @@ recipient, or content refused after DATA was recorded as each subscriber's perma
 after three runs every subscriber was suspended, every run exited 0, and once the password was
 fixed nothing went out. Here a real SMTP server scripts each class of reply; `bantin digest`
 runs three times against the fault, then once after the operator fixes it, and each subscriber
-must get the digest exactly once, with nobody suspended or failed on the way.
+must get the digest exactly once, with nobody suspended or failed on the way. A connection
+that drops and a server that is down lose nothing either.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,8 +21,10 @@ import pytest
 from smtpserver import Server, free_port, refusing_server, running_server
 
 from service import cli
+from service.cli import mail as cli_mail
 from service.ledger import State
 from service.mail.replies import classify
+from service.mail.run import DigestRun
 
 PEOPLE = [f"nguoi{n}@example.org" for n in range(6)]
 SECRET = "mat-khau-dung"
@@ -203,6 +207,54 @@ def test_many_dead_mailboxes_in_a_row_are_theirs_not_the_servers(
         assert state.counts()["failed"] == len(PEOPLE)
     finally:
         state.close()
+
+
+# --- a connection that drops, a server that is down ----------------------------------------
+
+
+def test_a_dropped_connection_is_retried_and_does_not_block_the_others(
+    site: Site, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the real command, with its retry within the run after 10 ms rather than 2 s
+    monkeypatch.setattr(cli_mail, "DigestRun", functools.partial(DigestRun, retry_delays=(0.01,)))
+    site.publish("cu", "Tin cũ")
+    assert site.digest(capsys)[0] == 0
+    site.server.script(PEOPLE[1], "drop", times=1)  # 421 and the connection closed
+    site.server.script(PEOPLE[3], "421 4.7.0 too busy, closing", times=1)
+    site.publish("moi", "Tin mới")
+    code, output = site.digest(capsys)
+    assert code == 0, output
+    assert output.startswith("bantin digest daily: 6 sent, 0 deferred, 0 failed"), output
+    assert sorted(site.server.recipients()) == PEOPLE
+    assert (site.server.attempts[PEOPLE[1]], site.server.attempts[PEOPLE[3]]) == (2, 2)
+
+
+def test_a_server_that_is_down_loses_nothing_and_the_next_run_sends_each_once(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    many = [f"s{n:02d}@example.org" for n in range(25)]  # more than the send queue holds
+    (site.project / "config" / "subscribers.toml").write_text(
+        "".join(f'[[subscriber]]\nemail = "{p}"\n' for p in many), encoding="utf-8"
+    )
+    site.publish("cu", "Tin cũ")
+    assert site.digest(capsys)[0] == 0
+    port = free_port()
+    site.configure(port=port)
+    site.publish("moi", "Tin mới")
+    code, output = site.digest(capsys)
+    assert code == 1 and "pending" in output, output
+    state = site.state()
+    try:
+        assert (state.counts()["pending"], state.counts()["failed"]) == (25, 0)
+    finally:
+        state.close()
+    with running_server(port=port, password=SECRET) as back:
+        code, output = site.digest(capsys)
+        assert code == 0, output
+        assert output.startswith("bantin digest daily: 25 sent, 0 deferred"), output
+        assert sorted(back.recipients()) == many
+        assert site.digest(capsys)[0] == 0
+    assert len(back.received) == 25
 
 
 @pytest.mark.parametrize(
