@@ -1,19 +1,21 @@
-"""Standard 5-field cron expressions, translated for APScheduler 3.x.
+"""Standard 5-field cron expressions: parsed, and their fire times computed (pure).
 
 Operators write cron as crontab(5) defines it: ``minute hour day-of-month month day-of-week``,
-where day-of-week 0 and 7 are Sunday and names (``mon-fri``) work. APScheduler 3.x numbers
-weekdays from Monday = 0, so ``CronTrigger.from_crontab("0 8 * * 1")`` would fire on Tuesday.
-This module expands every field into explicit values and hands APScheduler weekday *names*,
-which mean the same thing in both worlds.
+where day-of-week 0 and 7 are Sunday and names (``mon-fri``, ``sunday``) work. Fire times are
+computed here on the site's wall clock rather than by APScheduler 3.x, whose cron triggers
+number weekdays from Monday = 0 (``from_crontab("0 8 * * 1")`` fires on Tuesday), skip a
+fire time after clocks spring forward, and repeat one for ever when they go back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]  # February in a leap year
-_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]  # cron numbers them from 0
 _FULL_NAMES = {
     full[:3]: full
     for full in [
@@ -55,7 +57,7 @@ class CronSyntaxError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Cron:
-    """A parsed expression; ``trigger_fields()`` gives CronTrigger keyword arguments."""
+    """A parsed expression; ``next_after`` says when it fires next (pure, correct across DST)."""
 
     expression: str
     minute: tuple[int, ...]
@@ -64,18 +66,37 @@ class Cron:
     month: tuple[int, ...] | None
     day_of_week: tuple[int, ...] | None  # 0 = Sunday, as in cron
 
-    def trigger_fields(self) -> dict[str, str]:
-        def join(values: tuple[int, ...] | None) -> str:
-            return "*" if values is None else ",".join(map(str, values))
+    def matches(self, day: date) -> bool:
+        """Whether the expression fires on ``day`` (some hours and minutes of it)."""
+        return (
+            (self.month is None or day.month in self.month)
+            and (self.day is None or day.day in self.day)
+            and (self.day_of_week is None or (day.weekday() + 1) % 7 in self.day_of_week)
+        )
 
-        dow = "*" if self.day_of_week is None else ",".join(_DAYS[d] for d in self.day_of_week)
-        return {
-            "minute": join(self.minute),
-            "hour": join(self.hour),
-            "day": join(self.day),
-            "month": join(self.month),
-            "day_of_week": dow,
-        }
+    def next_after(self, moment: datetime, zone: ZoneInfo) -> datetime:
+        """The first time strictly after ``moment`` at which the expression fires in ``zone``.
+
+        Read on the wall clock of ``zone``, as cron does: a time that does not exist (clocks
+        spring forward) fires at the same distance past the change (02:30 becomes 03:30); a
+        time that comes twice (clocks go back) fires at its first occurrence only. Each answer
+        is strictly later than ``moment``, so a scheduler asking again always moves on.
+        """
+        local = moment.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
+        start = local + timedelta(minutes=1)
+        day = start.date()
+        for _ in range(366 * 8 + 1):  # Feb 29 comes every four years, Feb 29 on a Monday rarer
+            if self.matches(day):
+                for hour in self.hour:
+                    for minute in self.minute:
+                        wall = datetime.combine(day, time(hour, minute))
+                        if wall < start:
+                            continue
+                        instant = wall.replace(tzinfo=zone)  # fold=0: the first occurrence
+                        if instant > moment:
+                            return instant.astimezone(UTC).astimezone(zone)  # a real wall time
+            day += timedelta(days=1)
+        raise ValueError(f"{self.expression!r} never fires")
 
 
 def parse_cron(expression: str) -> Cron:
@@ -97,8 +118,10 @@ def parse_cron(expression: str) -> Cron:
         dow = tuple(sorted({d % 7 for d in dow}))
         if len(dow) == 7:
             dow = None
-    if day is not None and dow is not None:
-        # cron ORs the two fields, APScheduler ANDs them: refuse rather than guess.
+    both = not fields[2].startswith("*") and not fields[4].startswith("*")
+    if (day is not None and dow is not None) or both:
+        # cron ORs the two fields when neither starts with '*' ('1 * 0-6' runs every day):
+        # one meaning for both would be a guess, so refuse.
         raise CronSyntaxError(
             f"{expression!r} restricts both day-of-month and day-of-week; "
             "use one of them and '*' for the other"
@@ -142,7 +165,8 @@ def _part(
     part: str, name: str, low: int, high: int, names: list[str] | None, first_name: int
 ) -> range:
     step = 1
-    if "/" in part:
+    stepped = "/" in part
+    if stepped:
         part, _, step_text = part.partition("/")
         if not step_text.isdigit() or int(step_text) == 0:
             raise CronSyntaxError(f"{name} field: step {step_text!r} must be a positive number")
@@ -157,7 +181,7 @@ def _part(
             raise CronSyntaxError(f"{name} field: range {part!r} runs backwards")
     else:
         start = _value(part, name, low, high, names, first_name)
-        stop = high if step > 1 else start
+        stop = high if stepped else start  # "N/step" runs from N to the end of the range
     return range(start, stop + 1, step)
 
 

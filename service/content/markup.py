@@ -90,9 +90,16 @@ def paragraphs_to_html(paragraphs: list[str]) -> str:
     return "\n".join(f"<p>{html.escape(p, quote=False)}</p>" for p in paragraphs)
 
 
+# Where a browser breaks the line or the cell, the text gets a space: "<td>a</td><td>b</td>"
+# and "a<br>b" read "a b", not "ab".
+_BREAKS = re.compile(
+    r"<(?:br|hr|/?(?:p|div|li|td|th|tr|h[1-6]|blockquote|pre|dd|dt))\b[^>]*>", re.I
+)
+
+
 def html_to_text(markup: str) -> str:
     """The visible text of sanitised HTML, on one line."""
-    return one_line(html.unescape(nh3.clean(markup, tags=set())))
+    return one_line(html.unescape(nh3.clean(_BREAKS.sub(" ", markup), tags=set())))
 
 
 def plain_text(text: str) -> str:
@@ -114,7 +121,8 @@ def summarize(markup: str, limit: int = 280) -> str:
 
 
 def shorten(text: str, limit: int) -> str:
+    """``text`` cut at a word to at most ``limit`` characters, the ellipsis included."""
     if len(text) <= limit:
         return text
     cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.-–")
-    return cut + "…"
+    return cut[: limit - 1] + "…"  # a word longer than the limit is cut inside it

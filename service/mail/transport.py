@@ -78,21 +78,27 @@ class FileTransport:
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
         started = time.monotonic()
-        self.directory.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in recipient)
         # numbered for the whole process: two runs in one second must not share a name
         name = f"{stamp}-{os.getpid()}-{next(_OUTBOX_NUMBERS):06d}-{safe}.eml"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        tmp: str | None = None
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
             os.replace(tmp, self.directory / name)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             # the outbox is this host's own: every message would fail alike
             return Outcome(
-                False, None, f"cannot write to {self.directory}: {exc.strerror}", "connect"
+                False,
+                None,
+                f"cannot write to {self.directory}: {exc.strerror}; check mail.outbox_dir "
+                "and its permissions",
+                "connect",
             )
         return Outcome(True, 250, f"written to {name}", seconds=time.monotonic() - started)
 

@@ -1,6 +1,7 @@
 """When things run: cron timing (pure, testable with a fake clock) and the APScheduler wiring.
 
-APScheduler 3.x traps handled here (see docs/gotchas.md): weekday numbering (cron.py translates),
+APScheduler 3.x traps handled here (see docs/gotchas.md): its cron triggers, which mishandle
+DST changes (we compute fire times ourselves, cron.py), weekday numbering (cron.py translates),
 the 1-second default misfire grace (we coalesce and run late jobs whenever they can run),
 triggers that ignore the scheduler's zone (every trigger gets ``timezone=``), and a shutdown
 that cancels running coroutines (the service stops its runs itself before shutting down).
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from service.cron import parse_cron
@@ -27,18 +28,37 @@ log = logging.getLogger("bantin.scheduler")
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
 
 
+class CronTrigger(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler trigger on our own cron arithmetic (cron.Cron.next_after).
+
+    APScheduler 3.11's CronTrigger skips the first early-morning fire time after clocks spring
+    forward (agronholm/apscheduler#529) and, in the hour that comes twice when they go back,
+    returns the same instant again, so the scheduler's run-time loop never ends (#1021).
+    Ours always moves strictly forward and skips nothing.
+    """
+
+    def __init__(self, expression: str, zone: ZoneInfo) -> None:
+        self.cron = parse_cron(expression)
+        self.timezone = zone
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None:
+            return self.cron.next_after(previous_fire_time, self.timezone)
+        return self.cron.next_after(now - timedelta(microseconds=1), self.timezone)
+
+    def __str__(self) -> str:
+        return f"cron[{self.cron.expression}]"
+
+
 def cron_trigger(expression: str, zone: ZoneInfo) -> CronTrigger:
-    return CronTrigger(**parse_cron(expression).trigger_fields(), timezone=zone)
+    return CronTrigger(expression, zone)
 
 
 def next_run(expression: str, zone: ZoneInfo, after: datetime) -> datetime:
     """The first time strictly after ``after`` at which ``expression`` fires in ``zone``."""
-    fire: datetime | None = cron_trigger(expression, zone).get_next_fire_time(
-        None, after + timedelta(microseconds=1)
-    )
-    if fire is None:  # a 5-field cron always fires again; guard against a future change
-        raise ValueError(f"{expression!r} never fires")
-    return fire
+    return parse_cron(expression).next_after(after, zone)
 
 
 def missed(expression: str, zone: ZoneInfo, last_run: datetime | None, now: datetime) -> bool:

@@ -295,3 +295,14 @@ def test_shorten_never_exceeds_the_limit_when_it_can_cut_at_a_space(text: str, l
     elif " " in text[1:limit]:
         assert len(result) <= limit and result.endswith("…")
         assert text.startswith(result[:-1])
+
+
+def test_shorten_cuts_inside_a_word_longer_than_the_limit() -> None:
+    assert shorten("x" * 300, 280) == "x" * 279 + "…"
+
+
+def test_cells_and_line_breaks_keep_their_words_apart() -> None:
+    assert html_to_text("<table><tr><td>Sáng</td><td>Chiều</td></tr></table>") == "Sáng Chiều"
+    assert html_to_text("Dòng một<br>dòng hai<p>Đoạn</p><p>khác</p>") == (
+        "Dòng một dòng hai Đoạn khác"
+    )

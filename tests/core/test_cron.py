@@ -1,4 +1,5 @@
-"""Standard cron for APScheduler 3.x: 1 is Monday, 0 and 7 are Sunday, errors name the field."""
+"""Standard cron: 1 is Monday, 0 and 7 are Sunday, DST handled, errors name the field; fire
+times as the scheduler's trigger computes them, and as croniter does."""
 
 from __future__ import annotations
 
@@ -6,20 +7,19 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from apscheduler.triggers.cron import CronTrigger
 from croniter import CroniterBadDateError, croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.cron import CronSyntaxError, parse_cron
-from service.runtime.schedule import next_run
+from service.runtime.schedule import CronTrigger, next_run
 
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 START = datetime(2026, 11, 25, 12, 0, tzinfo=ZONE)  # a Wednesday
 
 
 def fires(expression: str, count: int = 3, start: datetime = START) -> list[datetime]:
-    trigger = CronTrigger(**parse_cron(expression).trigger_fields(), timezone=ZONE)
+    trigger = CronTrigger(expression, ZONE)
     found: list[datetime] = []
     previous = None
     now = start
@@ -76,7 +76,10 @@ def test_steps_and_months() -> None:
 
 
 def test_aliases() -> None:
-    assert parse_cron("@daily").trigger_fields() == parse_cron("0 0 * * *").trigger_fields()
+    daily, midnight = parse_cron("@daily"), parse_cron("0 0 * * *")
+    assert (daily.minute, daily.hour, daily.day, daily.month, daily.day_of_week) == (
+        midnight.minute, midnight.hour, midnight.day, midnight.month, midnight.day_of_week
+    )  # fmt: skip
     assert fires("@weekly", 1)[0].weekday() == 6
 
 
@@ -181,9 +184,6 @@ def test_a_step_from_a_weekday_runs_to_sunday_as_seven() -> None:
     assert parse_cron("0 7 * * 3/2").day_of_week == (0, 3, 5)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: cron._part reads 'N/1' as N alone, but 'N/2' as N to the end"
-)
 @pytest.mark.parametrize(
     ("expression", "field", "values"),
     [
@@ -335,11 +335,6 @@ def test_a_time_in_the_skipped_hour_still_fires_once_that_day() -> None:
 # the marks go, and before_next_dst_change can let the comparison above run across changes.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="APScheduler 3.11 (agronholm/apscheduler#529): after clocks spring forward, the "
-    "next midnight fire time is skipped",
-)
 @pytest.mark.parametrize(
     ("expression", "after"),
     [
@@ -355,11 +350,6 @@ def test_no_fire_time_is_skipped_after_clocks_spring_forward(
     assert next_run(expression, BERLIN, start) == croniter(expression, start).get_next(datetime)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="APScheduler 3.11 (agronholm/apscheduler#1021): in the repeated hour the trigger "
-    "returns the same instant again, and Job._get_run_times then loops for ever",
-)
 @pytest.mark.parametrize("expression", ["30 2 * * *", "*/30 * * * *"])
 def test_fire_times_move_forward_through_the_repeated_hour(expression: str) -> None:
     # 25 October 2026: Berlin clocks go back from 03:00 CEST to 02:00 CET.
@@ -368,3 +358,12 @@ def test_fire_times_move_forward_through_the_repeated_hour(expression: str) -> N
         following = next_run(expression, BERLIN, moment)
         assert following > moment, (moment, following)
         moment = following
+
+
+@pytest.mark.parametrize("expression", ["0 7 1 * 0-6", "0 7 1 * sun-sat", "0 7 1-31 * mon"])
+def test_both_day_fields_written_out_are_refused_even_when_one_covers_everything(
+    expression: str,
+) -> None:
+    """cron ORs the two when neither starts with '*': '1 * 0-6' runs every day, not on the 1st."""
+    with pytest.raises(CronSyntaxError, match="restricts both"):
+        parse_cron(expression)

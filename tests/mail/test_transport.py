@@ -361,3 +361,14 @@ def test_the_memory_transport_keeps_messages_and_plays_refusals() -> None:
         (SENDER, "lan@example.org", b"three"),
     ]
     assert transport.concurrency == 3
+
+
+def test_an_outbox_that_cannot_be_made_is_an_outcome_not_an_exception(tmp_path: Path) -> None:
+    """A file where the outbox should be: each send says so, and the run can stop cleanly
+    (an exception here killed a sender task and hung the run)."""
+    blocked = tmp_path / "outbox"
+    blocked.write_text("a file, not a folder", encoding="utf-8")
+    transport = FileTransport(blocked / "inner")
+    outcome = asyncio.run(transport.send("a@b.vn", "c@d.vn", b"Subject: x\r\n\r\nx\r\n"))
+    assert not outcome.ok and outcome.verdict.scope == "server"
+    assert "mail.outbox_dir" in outcome.reply
