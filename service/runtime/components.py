@@ -1,0 +1,46 @@
+"""The parts a configuration runs with, built all at once or not at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.content.source import Source
+from service.ledger import State
+from service.mail.compose import Composer
+from service.mail.mime import read_dkim_key
+from service.mail.transport import transport_for
+from service.publish.build import Builder
+from service.runtime.schedule import cron_trigger
+from service.settings import Settings
+from service.templating import Templates
+
+__all__ = ["Components"]
+
+
+@dataclass(frozen=True)
+class Components:
+    """One configuration's source, builder, composer and templates."""
+
+    settings: Settings
+    source: Source
+    builder: Builder
+    composer: Composer
+    templates: Templates
+
+    @classmethod
+    def build(cls, settings: Settings, state: State) -> Components:
+        """Every part for ``settings``; BantinError (ConfigError...) if any cannot be made,
+        and then none is: a refused edit leaves the running configuration untouched."""
+        site, mail, schedule = settings.site, settings.mail, settings.schedule
+        dkim = read_dkim_key(mail.dkim_domain, mail.dkim_selector, mail.dkim_key_file)
+        key = state.keys.secret_key(settings.server.secret_key)
+        transport_for(settings)  # refuses what it cannot use
+        for expression in (schedule.daily, schedule.weekly):
+            cron_trigger(expression, site.zone)
+        return cls(
+            settings=settings,
+            source=Source(settings.source.dir, site.zone, *state.articles.identities()),
+            builder=Builder(settings, site.templates_dir),
+            composer=Composer(settings, key, dkim),
+            templates=Templates(site.templates_dir, zone=site.zone, language=site.language),
+        )
