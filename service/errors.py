@@ -36,6 +36,9 @@ class BantinError(Exception):
 
 
 class ConfigError(BantinError):
+    """A setting, the subscribers file, or a path they name cannot be used: start-up stops on
+    it, a reload refuses it and the old configuration runs on."""
+
     def __init__(self, file: Path | str, reason: str, line: int | None = None) -> None:
         self.file = str(file)
         self.line = line
@@ -49,6 +52,8 @@ class ConfigError(BantinError):
 
 
 class ArticleError(BantinError):
+    """One article cannot be published as it is: it is skipped and reported, the others go on."""
+
     def __init__(self, path: str, reason: str) -> None:
         self.path = path  # as the file system gave it; printed escaped
         self.reason = reason
@@ -73,6 +78,8 @@ class TemplateError(BantinError):
 
 
 class StateError(BantinError):
+    """The state database is unusable (unreachable, failing, missing) or another runner holds it."""
+
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)

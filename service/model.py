@@ -13,6 +13,8 @@ FREQUENCIES: tuple[Frequency, ...] = ("immediate", "daily", "weekly")
 
 @dataclass(frozen=True, slots=True)
 class Category:
+    """An article's category: its name for readers, its slug for URLs and subscribers' choices."""
+
     name: str
     slug: str
 
@@ -38,9 +40,11 @@ class Article:
 
     @property
     def modified(self) -> datetime:
+        """When the article last changed: ``updated`` if given, else its date."""
         return self.updated or self.date
 
     def is_published(self, now: datetime) -> bool:
+        """Not a draft, and its date has come by ``now``."""
         return not self.draft and self.date <= now
 
     def page_path(self) -> str:
@@ -48,6 +52,7 @@ class Article:
         return f"articles/{self.slug}/"
 
     def link(self, base_url: str) -> str:
+        """The article's link for readers: its ``url`` if set, else its page under ``base_url``."""
         return self.url or f"{base_url}/{self.page_path()}"
 
     def guid(self, base_url: str) -> str:
@@ -57,6 +62,8 @@ class Article:
 
 @dataclass(frozen=True, slots=True)
 class Subscriber:
+    """One entry of the subscribers file: address, name, frequency, categories (None: all)."""
+
     email: str  # as written; compared lower-cased
     name: str | None = None
     frequency: Frequency = "daily"
@@ -64,7 +71,9 @@ class Subscriber:
 
     @property
     def key(self) -> str:
+        """The address lower-cased: how the ledger and subscribers file tell subscribers apart."""
         return self.email.lower()
 
     def wants(self, article: Article) -> bool:
+        """Whether ``article`` is in a category this subscriber asked for."""
         return self.categories is None or article.category.slug in self.categories

@@ -44,6 +44,8 @@ def _no_control(value: str) -> str:
 
 
 class SiteSettings(_Section):
+    """[site]: title, base URL, language, time zone, description, author, templates directory."""
+
     title: str = Field(min_length=1)
     base_url: str
     language: str = "vi"
@@ -88,24 +90,33 @@ class SiteSettings(_Section):
 
     @property
     def zone(self) -> ZoneInfo:
+        """The site's time zone: dates shown to people and the digests' cron times are in it."""
         return ZoneInfo(self.timezone)
 
 
 class SourceSettings(_Section):
+    """[source]: the articles directory."""
+
     dir: Path = Path("content")
 
 
 class FeedsSettings(_Section):
+    """[feeds]: where feeds and pages are written, the items per feed, the WebSub hub to ping."""
+
     output_dir: Path = Path("public")
     max_items: int = Field(default=50, ge=1, le=1000)
     websub_hub: str | None = None
 
 
 class StateSettings(_Section):
+    """[state]: the URL of the state database (the ledger)."""
+
     url: str = "sqlite:///var/bantin.db"
 
 
 class ScheduleSettings(_Section):
+    """[schedule]: seconds between scans, and the cron times of the daily and weekly digests."""
+
     scan_interval: int = Field(default=60, ge=1, le=86400)
     daily: str = "0 7 * * *"
     weekly: str = "0 7 * * mon"
@@ -129,6 +140,8 @@ _SENDER = re.compile(
 
 
 class MailSettings(_Section):
+    """[mail]: the From address, the subscribers file, SMTP or the outbox, and DKIM signing."""
+
     model_config = ConfigDict(populate_by_name=True)
 
     from_: str = Field(default="Bản tin <bantin@localhost>", alias="from")
@@ -157,6 +170,8 @@ class MailSettings(_Section):
 
 
 class SmtpSettings(_Section):
+    """[smtp]: the mail server, its security and login, and how many connections send at once."""
+
     host: str = "localhost"
     port: int = Field(default=587, ge=1, le=65535)
     security: Literal["none", "starttls", "tls"] = "starttls"
@@ -167,6 +182,8 @@ class SmtpSettings(_Section):
 
 
 class ServerSettings(_Section):
+    """[server]: where HTTP listens, its limits, the unsubscribe links' key, the health token."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     secret_key: SecretStr | None = None
@@ -214,6 +231,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Where settings come from, the first one winning: arguments, then BANTIN_* environment
+        variables, then the file load_settings parsed."""
         data = _CURRENT_FILE.get("data")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if data is not None:

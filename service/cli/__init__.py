@@ -28,6 +28,7 @@ log = logging.getLogger("bantin")
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin run`: run the service until SIGTERM; StateError if another runner holds the state."""
     from service.runtime.service import run_service  # the service's imports, only for `run`
 
     return run_service(settings, args.config_file)
@@ -37,6 +38,7 @@ Command = Callable[[Settings, argparse.Namespace], int]
 
 
 def parser() -> argparse.ArgumentParser:
+    """The `bantin` command line: global options, one subcommand per command (handler: ``func``)."""
     top = argparse.ArgumentParser(
         prog="bantin", description="Feeds and email digests for announcements."
     )

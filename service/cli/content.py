@@ -31,6 +31,11 @@ def known_identities(settings: Settings) -> tuple[dict[str, str], dict[str, str]
 
 
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin build`: scan the articles and write the feeds and pages once.
+
+    Skipped articles are listed on stderr and do not fail it. ConfigError if the output
+    directory cannot be written, TemplateError if a template fails.
+    """
     started = time.monotonic()
     identities = known_identities(settings)
     scan = Source(settings.source.dir, settings.site.zone, *identities).scan()
@@ -97,6 +102,8 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin check`: print every problem and warning in the config, templates, articles and
+    subscribers file; 1 if there is any problem (warnings alone pass)."""
     problems, warnings = check_problems(settings)
     for line in warnings:
         print(f"warning: {line}")

@@ -44,6 +44,11 @@ def _composer(settings: Settings, state: State) -> Composer:
 
 
 def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin digest`: send the due digests of one frequency and print the run's summary.
+
+    ``--dry-run`` renders and counts, and sends and records nothing. 1 if sending stopped early
+    on a fault; StateError if another runner holds the state.
+    """
     frequency: Frequency = args.frequency
     state = State(settings.state.url)
     try:
@@ -88,6 +93,11 @@ def _find_subscriber(settings: Settings, email: str) -> Subscriber:
 
 
 def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin preview`: print the digest EMAIL would get now; sends and records nothing.
+
+    ``--html`` and ``--eml`` also write its HTML part and its whole message to files.
+    ConfigError if EMAIL is not a valid entry of the subscribers file.
+    """
     subscriber = _find_subscriber(settings, args.email)
     frequency: Frequency = args.frequency or subscriber.frequency
     moment = clock.now()
@@ -120,6 +130,8 @@ def _when(moment: datetime, settings: Settings) -> str:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin status`: subscribers by frequency, deliveries by status, the last run of each
+    job, pending and failed deliveries, suspended and unsubscribed addresses."""
     by_frequency = dict.fromkeys(FREQUENCIES, 0)
     invalid = 0
     for entry in read_entries(settings.mail.subscribers_file):
@@ -170,6 +182,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin resume`: lift EMAIL's suspension so the next run mails them; 1 if not suspended."""
     state = State(settings.state.url)
     try:
         resumed = state.subscribers.resume(args.email)

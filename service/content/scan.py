@@ -56,6 +56,8 @@ class Scan:
         return self.live[start - 1].date if start else None
 
     def sections(self) -> dict[str, Section]:
+        """Each category's non-draft articles (future-dated ones too), newest first, by category
+        slug; made on first use and kept."""
         if not self._sections:
             for article in self.live:
                 slug = article.category.slug

@@ -41,6 +41,7 @@ class State:
         return self.db.home
 
     def describe(self) -> str:
+        """The database for messages: its file, or its URL with the password masked."""
         return self.db.describe()
 
     def counts(self) -> dict[str, int]:
@@ -48,4 +49,5 @@ class State:
         return {**self.deliveries.counts(), **self.subscribers.counts()}
 
     def close(self) -> None:
+        """Close the database's connections; the State is not used after."""
         self.db.close()

@@ -88,6 +88,7 @@ class Articles:
         return by_fingerprint, by_path
 
     def last_seq(self) -> int:
+        """The newest sequence number given so far; 0 before any article is recorded."""
         with self.db.tx() as conn:
             return int(conn.scalar(select(func.coalesce(func.max(articles.c.seq), 0))) or 0)
 
@@ -102,6 +103,7 @@ class Articles:
             return [(int(s), str(i)) for s, i in rows]
 
     def seen(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` that the ledger has recorded (given a sequence number)."""
         wanted = list(ids)
         found: set[str] = set()
         with self.db.tx() as conn:

@@ -141,6 +141,7 @@ class Database:
         return self.sqlite_path.parent if self.sqlite_path is not None else Path("var")
 
     def close(self) -> None:
+        """Close the driver connection and the engine's pool; the Database is not used after."""
         if self._raw is not None:
             self._raw.close()
             self._raw = None
@@ -190,6 +191,8 @@ class Prepared:
         )
 
     def parameters(self, values: list[dict[str, Any]]) -> list[Any]:
+        """``values`` as the driver takes them: named, or positional in the compiled order; the
+        statement's fixed values fill the gaps."""
         if self.order is None:
             return [{**self.fixed, **v} for v in values]
         return [tuple(v[k] if k in v else self.fixed[k] for k in self.order) for v in values]

@@ -236,6 +236,7 @@ class Deliveries:
         )
 
     def mark_deferred(self, delivery_id: int, code: int | None, reply: str, now: datetime) -> None:
+        """Record a temporary failure: the delivery stays pending, its attempt and reply kept."""
         with self.db.tx() as conn:
             conn.execute(
                 _ATTEMPT,
@@ -271,6 +272,8 @@ class Deliveries:
         return False
 
     def cancel(self, delivery_id: int, reason: str, now: datetime) -> None:
+        """Mark a delivery cancelled with ``reason``: it is never sent (its articles were
+        unpublished, or its address left the subscribers file)."""
         with self.db.tx() as conn:
             conn.execute(
                 update(deliveries)
@@ -302,6 +305,7 @@ class Deliveries:
         ]
 
     def pending_count(self) -> int:
+        """How many deliveries wait to be sent."""
         with self.db.tx() as conn:
             return int(
                 conn.scalar(select(func.count()).where(deliveries.c.status == "pending")) or 0

@@ -14,6 +14,8 @@ __all__ = ["Keys"]
 
 
 class Keys:
+    """The key that signs unsubscribe links when the operator set none, made once per state."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self._generated_key: bytes | None = None

@@ -21,9 +21,15 @@ __all__ = ["FileLock", "RunnerLock", "held", "runner_lock"]
 
 
 class RunnerLock(Protocol):
-    def acquire(self, holder: str) -> None: ...
+    """The lock that keeps a second runner off a state: anything with acquire and release."""
 
-    def release(self) -> None: ...
+    def acquire(self, holder: str) -> None:
+        """Take it for ``holder`` (a command line); StateError naming the holder if taken."""
+        ...
+
+    def release(self) -> None:
+        """Let the lock go."""
+        ...
 
 
 class FileLock:
@@ -35,6 +41,8 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self, holder: str) -> None:
+        """Take the lock without waiting and write ``holder`` into the file; StateError naming the
+        current holder if another process has it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -52,6 +60,7 @@ class FileLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Clear the file and unlock it; nothing happens if the lock is not held."""
         fd, self._fd = self._fd, None
         if fd is None:
             return

@@ -15,6 +15,8 @@ __all__ = ["Run", "Runs"]
 
 @dataclass(frozen=True, slots=True)
 class Run:
+    """The last run of one kind of job: its start, its end, whether it went through, its detail."""
+
     kind: str
     started: datetime
     finished: datetime
@@ -31,6 +33,7 @@ class Runs:
     def record(
         self, kind: str, started: datetime, finished: datetime, ok: bool, detail: str
     ) -> None:
+        """Keep this run as the last of its ``kind``, replacing the one before."""
         values = {
             "started": timestamp(started),
             "finished": timestamp(finished),
@@ -42,6 +45,7 @@ class Runs:
                 conn.execute(insert(runs).values(kind=kind, **values))
 
     def all(self) -> list[Run]:
+        """The last run of each kind, ordered by kind."""
         with self.db.tx() as conn:
             rows = conn.execute(select(runs).order_by(runs.c.kind)).all()
         return [

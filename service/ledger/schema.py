@@ -109,4 +109,5 @@ def timestamp(moment: datetime) -> float:
 
 
 def from_timestamp(value: float | None) -> datetime | None:
+    """A stored moment back as an aware UTC datetime; None stays None."""
     return None if value is None else datetime.fromtimestamp(value, UTC)

@@ -22,6 +22,9 @@ __all__ = ["SubscriberState", "Subscribers"]
 
 @dataclass(frozen=True, slots=True)
 class SubscriberState:
+    """What the ledger holds for one address: its cursor, whether it unsubscribed or is
+    suspended, and its permanent failures in a row."""
+
     email: str
     cursor: int
     unsubscribed: bool
@@ -30,6 +33,7 @@ class SubscriberState:
 
     @property
     def active(self) -> bool:
+        """Neither unsubscribed nor suspended: digests go to them."""
         return not (self.unsubscribed or self.suspended)
 
 

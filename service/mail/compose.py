@@ -33,6 +33,8 @@ FREQUENCY_LABELS = {"immediate": "ngay khi có tin", "daily": "hằng ngày", "w
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
+    """One digest rendered by the email templates: subject, plain text, HTML with CSS inlined."""
+
     subject: str
     text: str
     html: str
@@ -56,6 +58,7 @@ class Composer:
         self.dkim = dkim
 
     def check(self) -> list[TemplateError]:
+        """The email templates' problems (syntax errors, missing files), found without rendering."""
         return self.templates.check(EMAIL_TEMPLATES)
 
     def context(
@@ -65,6 +68,7 @@ class Composer:
         frequency: Frequency,
         now: datetime,
     ) -> dict[str, Any]:
+        """The variables the email templates see for one subscriber's digest."""
         base = self.site.base_url
         return {
             "site": self.site,
@@ -91,6 +95,8 @@ class Composer:
         frequency: Frequency,
         now: datetime,
     ) -> Rendered:
+        """``subscriber``'s digest of ``articles``, rendered; TemplateError if a template fails or
+        the subject comes out empty."""
         context = self.context(subscriber, articles, frequency, now)
         subject = " ".join(self.templates.render("email/subject.txt.j2", **context).split())
         if not subject:
@@ -114,6 +120,7 @@ class Composer:
     def message_bytes(
         self, subscriber: Subscriber, rendered: Rendered, message_id: str, now: datetime
     ) -> bytes:
+        """The whole message of a rendered digest, ready for SMTP DATA, DKIM-signed if set up."""
         envelope = Envelope(
             sender=format_address(self.sender_name, self.sender),
             to=format_address(subscriber.name, subscriber.email),

@@ -71,6 +71,11 @@ class ComposeWorkers:
         message_id: str,
         now: datetime,
     ) -> asyncio.Future[bytes]:
+        """Start composing one message; the future gives its bytes, or raises (TemplateError).
+
+        The first messages of a run compose on a thread of this process, the rest in the worker
+        processes, if there are any.
+        """
         loop = asyncio.get_running_loop()
         usable = self.processes > 0 and all(a.id in self.articles for a in articles)
         if not usable or self.inline_count < INLINE:
@@ -103,6 +108,7 @@ class ComposeWorkers:
         )
 
     def close(self) -> None:
+        """End the workers and the composing thread: started work ends, the rest is cancelled."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

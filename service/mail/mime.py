@@ -50,6 +50,7 @@ def message_id(email: str, article_ids: Sequence[str], domain: str) -> str:
 
 
 def check_header(name: str, value: str) -> str:
+    """``value`` unchanged; ValueError if it holds a line break, which would inject a header."""
     if "\r" in value or "\n" in value:
         raise ValueError(f"header {name} must not contain a line break: {value!r}")
     return value
@@ -116,6 +117,7 @@ def format_address(name: str | None, address: str) -> str:
 
 
 def body_part(data: str) -> bytes:
+    """``data`` as a MIME text body: CRLF line breaks, UTF-8, base64 in 76-character lines."""
     # MIME text is canonical with CRLF line breaks, inside the base64 too (RFC 2046 4.1.1)
     canonical = data.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
     encoded = base64.b64encode(canonical.encode("utf-8"))
@@ -125,6 +127,8 @@ def body_part(data: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class DkimKey:
+    """What signs messages with DKIM: the selector, the signing domain and the PEM private key."""
+
     selector: bytes
     domain: bytes
     key: bytes  # the PEM private key

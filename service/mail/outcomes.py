@@ -53,6 +53,7 @@ class RunReport:
         return self.stopped is None
 
     def summary(self) -> str:
+        """The line a run prints and records: counts, speed, and why it stopped early if it did."""
         rate = self.sent / self.seconds if self.seconds > 0 else 0.0
         verb = "would send" if self.dry_run else "sent"
         line = (

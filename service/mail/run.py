@@ -105,6 +105,7 @@ class DigestRun:
 
     @property
     def halted(self) -> bool:
+        """Sending has stopped, on a fault or an interruption: nothing more is queued."""
         return self.report.stopped is not None or self.report.interrupted is not None
 
     async def run(self) -> RunReport:

@@ -38,6 +38,7 @@ class Outcome:
 
     @property
     def verdict(self) -> Verdict:
+        """Who a failure concerns and whether it lasts (replies.classify)."""
         return classify(self.stage, self.code, self.reply)
 
     @property
@@ -48,6 +49,7 @@ class Outcome:
 
     @property
     def reason(self) -> str:
+        """A short code for metrics: ``sent``, ``smtp_5xx`` and such, or ``network`` (no reply)."""
         if self.ok:
             return "sent"
         if self.code:
@@ -56,12 +58,19 @@ class Outcome:
 
 
 class Transport(Protocol):
+    """Where finished messages go: each gets an Outcome, never an exception; ``concurrency``
+    senders may use it at once, and ``name`` says which transport it is in messages."""
+
     concurrency: int
     name: str  # for messages: "mail server smtp.example.org:587"
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> Outcome: ...
+    async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
+        """Hand ``data`` over for ``recipient``; the Outcome says what became of it."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Let go of connections; nothing is sent after."""
+        ...
 
 
 _OUTBOX_NUMBERS = itertools.count(1)
@@ -77,6 +86,8 @@ class FileTransport:
         self.name = f"outbox {directory}"
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
+        """Write the message as a new .eml file in the outbox; an outbox that cannot be written
+        is a connect failure, which stops the run (every message would fail alike)."""
         started = time.monotonic()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in recipient)
@@ -103,11 +114,14 @@ class FileTransport:
         return Outcome(True, 250, f"written to {name}", seconds=time.monotonic() - started)
 
     async def close(self) -> None:
+        """Nothing to close."""
         return None
 
 
 @dataclass(frozen=True, slots=True)
 class Sent:
+    """One message a MemoryTransport accepted: envelope sender, recipient and bytes."""
+
     sender: str
     recipient: str
     data: bytes
@@ -130,6 +144,7 @@ class MemoryTransport:
         self.name = "memory transport"
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
+        """Keep the message in ``sent``, unless ``reply`` scripts an Outcome for ``recipient``."""
         scripted = self.reply(recipient)
         if scripted is not None:
             return scripted
@@ -137,6 +152,7 @@ class MemoryTransport:
         return Outcome(True, 250, "kept in memory", "data")
 
     async def close(self) -> None:
+        """Nothing to close; the messages stay in ``sent``."""
         return None
 
 
@@ -188,6 +204,8 @@ class SmtpTransport:
             self._open.discard(client)
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
+        """Send over an idle pooled connection, or a new one; a refusal, or a failure to connect,
+        start TLS or log in, comes back as an Outcome naming its stage."""
         started = time.monotonic()
 
         def outcome(stage: Stage, code: int | None, reply: str) -> Outcome:
@@ -222,6 +240,7 @@ class SmtpTransport:
         return Outcome(True, 250, reply, "data", time.monotonic() - started)
 
     async def close(self) -> None:
+        """Say QUIT on every open connection; one that does not answer within 5 s is just closed."""
         clients = list(self._open)
         self._open.clear()
         for client in clients:

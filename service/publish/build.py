@@ -36,10 +36,13 @@ class BuildReport:
 
     @property
     def feeds_written(self) -> tuple[str, ...]:
+        """The feed files written (RSS, Atom, JSON Feed): what the WebSub hub is told about."""
         return tuple(p for p in self.written if p.endswith(("rss.xml", "atom.xml", "feed.json")))
 
 
 class Builder:
+    """Writes the output directory from scans, rendering only what changed since its last build."""
+
     def __init__(self, settings: Settings, templates_dir: Path) -> None:
         self.settings = settings
         self.templates_dir = templates_dir

@@ -24,6 +24,9 @@ def _inside(relative: str) -> bool:
 
 
 class Output:
+    """The output directory as builds write it: atomic writes, files rewritten only when their
+    bytes change, files of earlier builds that a build did not produce removed."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self._previous = self._read_manifest()

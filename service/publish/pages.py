@@ -17,6 +17,8 @@ PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2"]
 
 @dataclass(frozen=True, slots=True)
 class FeedLink:
+    """A feed that a page links to: its title, URL and media type."""
+
     title: str
     url: str
     type: str
@@ -30,6 +32,7 @@ class Pages:
         self.site = settings.site
 
     def feed_links(self, prefix: str, title: str) -> list[FeedLink]:
+        """The RSS, Atom and JSON Feed links of the feeds under ``prefix``, titled ``title``."""
         base = f"{self.site.base_url}/{prefix}"
         return [
             FeedLink(f"{title} (RSS)", f"{base}rss.xml", "application/rss+xml"),
@@ -38,6 +41,7 @@ class Pages:
         ]
 
     def index(self, recent: Sequence[Article], categories: Sequence[Category]) -> bytes:
+        """The home page: recent articles and categories; TemplateError if it cannot be rendered."""
         return self._render(
             "index.html.j2",
             articles=recent,
@@ -46,6 +50,7 @@ class Pages:
         )
 
     def category(self, category: Category, recent: Sequence[Article]) -> bytes:
+        """A category's page with its recent articles; TemplateError if it cannot be rendered."""
         prefix = category_prefix(category.slug)
         return self._render(
             "category.html.j2",
@@ -55,6 +60,7 @@ class Pages:
         )
 
     def article(self, article: Article) -> bytes:
+        """An article's own page; TemplateError if it cannot be rendered."""
         return self._render(
             "article.html.j2",
             article=article,

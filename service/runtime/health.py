@@ -22,6 +22,7 @@ PENDING_DEADLINE = timedelta(hours=12)  # mail waiting longer than this is a fai
 
 
 def stamp(moment: datetime | None) -> str | None:
+    """A moment as /healthz shows it: ISO 8601 to the second, with its offset; None stays None."""
     return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
@@ -37,6 +38,7 @@ class JobHealth:
     last_success: datetime | None = None
 
     def report(self) -> dict[str, Any]:
+        """This job's entry in the ``runs`` of /healthz."""
         return {
             "at": stamp(self.finished),
             "ok": self.ok,
@@ -57,6 +59,7 @@ class Health:
     subscribers: dict[str, Any] = field(default_factory=lambda: {"ok": True, "error": None})
 
     def begin(self, job: str) -> None:
+        """``job`` has started; it counts as stuck if it runs past its deadline."""
         self.jobs.setdefault(job, JobHealth()).running_since = clock.now()
 
     def record(self, job: str, ok: bool, detail: str, seconds: float) -> None:
@@ -70,6 +73,7 @@ class Health:
 
     @property
     def runs(self) -> dict[str, dict[str, Any]]:
+        """Every job's report, by job name."""
         return {name: job.report() for name, job in sorted(self.jobs.items())}
 
     def problems(
@@ -103,13 +107,17 @@ class Health:
         return found
 
     def config_refused(self, error: str) -> None:
+        """An edit of the config file was refused with ``error``; the old configuration runs on."""
         self.config = {"ok": False, "error": error, "at": stamp(clock.now())}
 
     def config_applied(self) -> None:
+        """An edit of the config file was applied."""
         self.config = {"ok": True, "error": None, "at": stamp(clock.now())}
 
     def subscribers_refused(self, error: str) -> None:
+        """An edit of the subscribers file was refused with ``error``; the last good one is used."""
         self.subscribers = {"ok": False, "error": error, "at": stamp(clock.now())}
 
     def subscribers_applied(self, count: int) -> None:
+        """An edit of the subscribers file was applied: ``count`` subscribers."""
         self.subscribers = {"ok": True, "error": None, "count": count, "at": stamp(clock.now())}

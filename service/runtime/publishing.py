@@ -64,6 +64,7 @@ class Publisher:
         self._page_problems: set[str] = set()  # pages that could not be rendered, logged
 
     def known_categories(self) -> dict[str, str] | None:
+        """Slug -> name of the last scan's categories, for checking subscribers; None before it."""
         if self.last_scan is None:
             return None
         return {a.category.slug: a.category.name for a in self.last_scan.articles}

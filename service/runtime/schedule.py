@@ -44,6 +44,7 @@ class CronTrigger(BaseTrigger):  # type: ignore[misc]
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
+        """The first fire time after ``previous_fire_time``, else the first at or after ``now``."""
         if previous_fire_time is not None:
             return self.cron.next_after(previous_fire_time, self.timezone)
         return self.cron.next_after(now - timedelta(microseconds=1), self.timezone)
@@ -53,6 +54,7 @@ class CronTrigger(BaseTrigger):  # type: ignore[misc]
 
 
 def cron_trigger(expression: str, zone: ZoneInfo) -> CronTrigger:
+    """The trigger for ``expression`` in ``zone``; CronSyntaxError (a ValueError) if it is bad."""
     return CronTrigger(expression, zone)
 
 
@@ -109,17 +111,22 @@ class Scheduler:
             )
 
     def start(self) -> None:
+        """Start running the jobs, in the running event loop."""
         self._scheduler.start()
 
     def pause(self) -> None:
+        """Start no more jobs; those running finish."""
         if self._scheduler.running:
             self._scheduler.pause()
 
     def shutdown(self) -> None:
+        """Stop without waiting for running jobs (the service stops its runs itself first)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
     def every(self, job_id: str, seconds: float, job: Job, *, start_now: bool = True) -> None:
+        """Run ``job`` every ``seconds``, the first time at once unless ``start_now`` is false; a
+        job of that id that exists already is rescheduled instead."""
         trigger = IntervalTrigger(seconds=seconds, timezone=self.zone)
         existing = self._scheduler.get_job(job_id)
         if existing is not None:
@@ -146,6 +153,7 @@ class Scheduler:
         self._scheduler.add_job(job, id=job_id, name=job_id, replace_existing=True)
 
     def next_times(self) -> dict[str, str]:
+        """When each job runs next, by job id, in UTC (for /healthz)."""
         times = {}
         for job in self._scheduler.get_jobs():
             when = getattr(job, "next_run_time", None)

@@ -85,14 +85,17 @@ class Service:
 
     @property
     def settings(self) -> Settings:
+        """The configuration in force; a good edit of the config file replaces it whole."""
         return self.parts.settings
 
     @property
     def composer(self) -> Composer:
+        """The digest composer of the configuration in force."""
         return self.parts.composer
 
     @property
     def current_run(self) -> DigestRun | None:
+        """The digest run sending now, if there is one."""
         return self.mailer.current_run
 
     # -- configuration -----------------------------------------------------------------------
@@ -104,6 +107,7 @@ class Service:
         self._schedule()
 
     def secret_key(self) -> bytes:
+        """The key that signs unsubscribe links: server.secret_key, else the state's own."""
         return self.state.keys.secret_key(self.settings.server.secret_key)
 
     def _schedule(self) -> None:
@@ -168,6 +172,7 @@ class Service:
     # -- HTTP ----------------------------------------------------------------------------------
 
     async def unsubscribe(self, email: str) -> bool:
+        """Record the unsubscription of ``email`` (from its signed link); True if it is new."""
         new = self.state.subscribers.unsubscribe(email, clock.now())
         if new:
             log.info("unsubscribed %s", email)
@@ -284,6 +289,8 @@ class Service:
         self.mailer.interrupt()
 
     async def shutdown(self) -> None:
+        """Stop the jobs, give a running scan and in-flight mail STOP_GRACE seconds to finish,
+        then stop the HTTP server and close the state."""
         self.scheduler.pause()
         self.mailer.interrupt()
         try:

@@ -213,6 +213,7 @@ class HttpServer:
 
     @property
     def url(self) -> str:
+        """The server's address, ``http://host:port``; RuntimeError before ``start()``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 

@@ -259,6 +259,8 @@ class OutputFiles:
         self.cache = _FileCache(CACHE_BUDGET)
 
     async def handle(self, request: Request) -> Response:
+        """Answer a GET or HEAD: the file (gzipped when asked for and smaller, 304 if unchanged),
+        a redirect to a directory's trailing slash, or 404."""
         raw_path: bytes = request.scope.get("raw_path") or quote(request.url.path).encode()
         found = _locate(self.root, raw_path)
         if isinstance(found, _Redirect):
@@ -350,6 +352,7 @@ def _not_found() -> Response:
 
 
 def plain_page(title: str, body: str, language: str) -> str:
+    """A bare HTML page for built-in pages; ``title`` and ``body`` go in unescaped: escape them."""
     return (
         f'<!DOCTYPE html>\n<html lang="{language}">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'

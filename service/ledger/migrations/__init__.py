@@ -41,6 +41,7 @@ def current(connection: Connection) -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision of the database behind ``engine``; None if it has none (see ``current``)."""
     with engine.connect() as connection:
         return current(connection)
 
