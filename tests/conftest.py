@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from pgkit import PostgresServer
 
 from service.settings import Settings, load_settings
 
@@ -53,3 +54,17 @@ def write(project: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+# --- a real PostgreSQL server, started by the tests (pgserver ships its binaries) -------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL 16 server for the session, in a short temporary folder (its Unix socket
+    lives there, and socket paths are limited to about 100 bytes)."""
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, insert, select, update
 
 from service.ledger.db import Database
-from service.ledger.schema import articles, timestamp
+from service.ledger.schema import articles
 
 __all__ = ["Articles"]
 
@@ -54,7 +54,7 @@ class Articles:
                 conn.execute(
                     insert(articles),
                     [
-                        {"id": i, "first_seen": timestamp(now), "fingerprint": f, "source": s}
+                        {"id": i, "first_seen": now, "fingerprint": f, "source": s}
                         for i, (f, s) in new.items()
                     ],
                 )

@@ -6,7 +6,6 @@ synchronous=NORMAL: a commit survives a killed process, which is the guarantee t
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -26,6 +25,8 @@ from service.ledger import migrations
 __all__ = ["BUSY_TIMEOUT_MS", "Database", "Prepared", "database_error", "masked"]
 
 log = logging.getLogger("bantin.ledger")
+
+SCHEMA_LOCK_KEY = 0x62616E74696E  # "bantin": the PostgreSQL advisory lock of schema changes
 
 # How long SQLite waits for another writer before a statement fails with "database is locked".
 BUSY_TIMEOUT_MS = 10_000
@@ -61,20 +62,30 @@ class Database:
             raise StateError(
                 f"state.url {masked(url)!r} is not a database URL; use e.g. sqlite:///var/bantin.db"
             ) from None
+        if parsed.drivername in ("postgresql", "postgres"):
+            # psycopg 3 (pip install -e '.[postgres]'), not SQLAlchemy's default psycopg2
+            parsed = parsed.set(drivername="postgresql+psycopg")
         self.sqlite_path: Path | None = None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             self.sqlite_path = Path(parsed.database or "")
             self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        self.dialect = parsed.get_backend_name()
         try:
-            self.engine: Engine = create_engine(url)
-        except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+            self.engine: Engine = create_engine(
+                parsed, pool_pre_ping=self.dialect != "sqlite", future=True
+            )
+        except ImportError as exc:
+            raise StateError(
+                f"state.url {masked(url)} needs a database driver that is not installed "
+                f"({exc.name or exc}); for PostgreSQL run: .venv/bin/pip install -e '.[postgres]'"
+            ) from exc
+        except (ArgumentError, SQLAlchemyError) as exc:
             raise StateError(
                 f"state.url {masked(url)} cannot be used: {type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0]}"
             ) from exc
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._raw: Any = None  # the driver connection of run_many, opened on first use
         missing = self.sqlite_path is not None and (
             not self.sqlite_path.exists() or self.sqlite_path.stat().st_size == 0
         )
@@ -101,13 +112,58 @@ class Database:
             os.close(fd)
 
     def _open(self, create: bool) -> None:
-        with self.engine.begin() as conn:
-            fresh = not inspect(conn).has_table("articles")
-            if fresh and not create:
-                self._refuse_to_recreate()
-            applied = migrations.upgrade(conn)  # a new database is marked installed by 0002
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                # rebuilding a table that others refer to needs foreign keys off, and SQLite
+                # takes that only outside a transaction; they are checked again at the end
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    # hosts starting together on a new database: one creates, the others wait
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+                fresh = not inspect(conn).has_table("articles")
+                if fresh and not create:
+                    self._refuse_to_recreate()
+                applied = migrations.upgrade(conn)  # a new database is marked installed by 0002
+                if (
+                    self.dialect == "sqlite"
+                    and conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                ):
+                    raise StateError(
+                        f"state database {self.describe()}: a schema upgrade left rows that "
+                        "refer to missing ones; restore the database from its backup"
+                    )
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
         if applied and not fresh:
             log.info("state database %s upgraded: %s", self.describe(), ", ".join(applied))
+        self._mark_installed()
+
+    @property
+    def _marker(self) -> Path:
+        return self.home / "state.installed"
+
+    def _mark_installed(self) -> None:
+        """Note beside this host's files that it uses this database: should the database be
+        lost or emptied later, it is refused rather than silently made anew."""
+        try:
+            known = self._marker.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            known = []
+        if self.describe() in known:
+            return
+        try:
+            self._marker.parent.mkdir(parents=True, exist_ok=True)
+            with self._marker.open("a", encoding="utf-8") as file:
+                file.write(self.describe() + "\n")
+        except OSError as exc:  # a read-only var/ only loses the protection; say so
+            log.warning(
+                "cannot write %s (%s): a lost state database would not be noticed",
+                self._marker,
+                exc.strerror,
+            )
 
     def _refuse_to_recreate(self) -> None:
         """StateError if this installation ran before: a lost state is restored, not remade."""
@@ -122,11 +178,20 @@ class Database:
             )
 
     def earlier_installation(self) -> Path | None:
-        """A file that only an installation that ran leaves beside its state, if there is one."""
+        """The file that shows this host used this very database before, if one does: the
+        marker naming it, or (a SQLite state of the first release) the files left beside it."""
+        try:
+            if self.describe() in self._marker.read_text(encoding="utf-8").splitlines():
+                return self._marker
+        except OSError:
+            pass
+        if self.sqlite_path is None:
+            return None  # a new database at another URL is a new installation's, on purpose
         home = self.home
-        candidates = [home / "subscribers.last-good.toml", home / "bantin.lock"]
-        if self.sqlite_path is not None:
-            candidates.append(self.sqlite_path.with_name(self.sqlite_path.name + ".lock"))
+        candidates = [
+            home / "subscribers.last-good.toml",
+            self.sqlite_path.with_name(self.sqlite_path.name + ".lock"),
+        ]
         return next((path for path in candidates if path.exists()), None)
 
     def describe(self) -> str:
@@ -142,9 +207,6 @@ class Database:
 
     def close(self) -> None:
         """Close the driver connection and the engine's pool; the Database is not used after."""
-        if self._raw is not None:
-            self._raw.close()
-            self._raw = None
         self.engine.dispose()
 
     @contextmanager
@@ -157,21 +219,24 @@ class Database:
             raise database_error(self.describe(), exc) from exc
 
     def run_many(self, batches: list[tuple[Prepared, list[dict[str, Any]]]]) -> None:
-        """Run prepared statements over their parameter lists, in one commit, via the driver."""
-        if self._raw is None:
-            self._raw = self.engine.raw_connection()
-        cursor = self._raw.cursor()
+        """Run prepared statements over their parameter lists, in one commit, via the driver.
+
+        The driver connection is checked out of the pool each time (and pinged on PostgreSQL),
+        so a database restart costs a reconnection, never a connection wedged for good.
+        """
         try:
-            for statement, values in batches:
-                if values:
-                    cursor.executemany(statement.sql, statement.parameters(values))
-            self._raw.commit()
+            with self.engine.begin() as conn:  # its commit is the driver connection's commit
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                cursor = driver.cursor()
+                try:
+                    for statement, values in batches:
+                        if values:
+                            cursor.executemany(statement.sql, statement.parameters(values))
+                finally:
+                    cursor.close()
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                self._raw.rollback()
             raise database_error(self.describe(), exc) from exc
-        finally:
-            cursor.close()
 
 
 class Prepared:
@@ -189,13 +254,22 @@ class Prepared:
         self.order: tuple[str, ...] | None = (
             tuple(compiled.positiontup) if compiled.positiontup else None
         )
+        # what SQLAlchemy would do to each value first (a Moment to the dialect's form)
+        self.processors: dict[str, Any] = dict(compiled._bind_processors)
 
     def parameters(self, values: list[dict[str, Any]]) -> list[Any]:
         """``values`` as the driver takes them: named, or positional in the compiled order; the
-        statement's fixed values fill the gaps."""
+        statement's fixed values fill the gaps, and each goes through its type's processor."""
+        rows = [self._processed({**self.fixed, **v}) for v in values]
         if self.order is None:
-            return [{**self.fixed, **v} for v in values]
-        return [tuple(v[k] if k in v else self.fixed[k] for k in self.order) for v in values]
+            return rows
+        return [tuple(row[k] for k in self.order) for row in rows]
+
+    def _processed(self, row: dict[str, Any]) -> dict[str, Any]:
+        for key, process in self.processors.items():
+            if key in row and row[key] is not None:
+                row[key] = process(row[key])
+        return row
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -17,9 +17,7 @@ from service.ledger.db import Database, Prepared
 from service.ledger.schema import (
     deliveries,
     delivery_items,
-    from_timestamp,
     subscribers,
-    timestamp,
 )
 from service.model import Frequency, Subscriber
 
@@ -164,7 +162,7 @@ class Deliveries:
                         "frequency": claim.frequency,
                         "message_id": mid,
                         "status": "pending",
-                        "created_at": timestamp(now),
+                        "created_at": now,
                         "attempts": 0,
                     }
                 )
@@ -227,7 +225,7 @@ class Deliveries:
         Clearing an address's failure count is a second statement, made only for addresses
         known to have failures: a send of 100,000 messages runs this once per message.
         """
-        at = timestamp(now)
+        at = now
         self.db.run_many(
             [
                 (self._sent, [{"b_id": d, "at": at} for d, _, _ in sent]),
@@ -242,7 +240,7 @@ class Deliveries:
                 _ATTEMPT,
                 {
                     "b_id": delivery_id,
-                    "at": timestamp(now),
+                    "at": now,
                     "b_status": "pending",
                     "b_code": code,
                     "b_reply": reply[:1000],
@@ -258,7 +256,7 @@ class Deliveries:
                 _ATTEMPT,
                 {
                     "b_id": delivery_id,
-                    "at": timestamp(now),
+                    "at": now,
                     "b_status": "failed",
                     "b_code": code,
                     "b_reply": reply[:1000],
@@ -267,7 +265,7 @@ class Deliveries:
             conn.execute(_COUNT_FAILURE, {"b_email": email})
             failures = conn.scalar(_FAILURES, {"b_email": email}) or 0
             if failures >= SUSPEND_AFTER:
-                conn.execute(_SUSPEND, {"b_email": email, "at": timestamp(now)})
+                conn.execute(_SUSPEND, {"b_email": email, "at": now})
                 return True
         return False
 
@@ -278,7 +276,7 @@ class Deliveries:
             conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == delivery_id)
-                .values(status="cancelled", reply=reason, last_attempt=timestamp(now))
+                .values(status="cancelled", reply=reason, last_attempt=now)
             )
 
     # -- operators' actions ------------------------------------------------------------
@@ -299,7 +297,7 @@ class Deliveries:
                 r.attempts,
                 r.code,
                 r.reply,
-                from_timestamp(r.last_attempt or r.created_at),
+                r.last_attempt or r.created_at,
             )
             for r in rows
         ]
@@ -314,10 +312,10 @@ class Deliveries:
     def oldest_pending(self) -> datetime | None:
         """When the oldest delivery still waiting was created; None when nothing waits."""
         with self.db.tx() as conn:
-            value = conn.scalar(
+            oldest: datetime | None = conn.scalar(
                 select(func.min(deliveries.c.created_at)).where(deliveries.c.status == "pending")
             )
-        return from_timestamp(value)
+        return oldest
 
     def counts(self) -> dict[str, int]:
         """Deliveries by status."""

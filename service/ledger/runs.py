@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 
 from service.ledger.db import Database
-from service.ledger.schema import from_timestamp, runs, timestamp
+from service.ledger.schema import runs
 
 __all__ = ["Run", "Runs"]
 
@@ -35,9 +35,9 @@ class Runs:
     ) -> None:
         """Keep this run as the last of its ``kind``, replacing the one before."""
         values = {
-            "started": timestamp(started),
-            "finished": timestamp(finished),
-            "ok": int(ok),
+            "started": started,
+            "finished": finished,
+            "ok": ok,
             "detail": detail,
         }
         with self.db.tx() as conn:
@@ -51,8 +51,8 @@ class Runs:
         return [
             Run(
                 r.kind,
-                from_timestamp(r.started) or datetime.min,
-                from_timestamp(r.finished) or datetime.min,
+                r.started or datetime.min,
+                r.finished or datetime.min,
                 bool(r.ok),
                 r.detail,
             )

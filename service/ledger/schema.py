@@ -1,56 +1,70 @@
 """The ledger's tables (SQLAlchemy Core), shared by the modules of each noun.
 
 This is the schema of the newest revision in migrations/versions/: every change here is made
-there too, as a new revision.
+there too, as a new revision. Text is ``text`` (no length a valid input can overflow), times
+are timestamptz, ids 64-bit, and status and frequency are checked by the database itself.
 
 Who gets what is decided by sequence, never by dates: every article gets a sequence number when
 it is first seen published, and every subscriber a cursor, the highest article sequence that is
 no longer news to them. A delivery row and its items are committed before the message is sent
 and marked sent on the server's 250. The (email, article) primary key of delivery_items makes a
-second delivery of one article to one address impossible.
+second delivery of one article to one address impossible. On several hosts, a delivery is sent
+by the host that claimed it (claimed_by) until its claim lapses (claimed_until).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
     Column,
-    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
-    String,
     Table,
     Text,
+    text,
 )
 
+from service.ledger.types import Id, Moment
+
 __all__ = [
+    "FREQUENCIES",
+    "STATUSES",
+    "active_runs",
     "articles",
     "deliveries",
     "delivery_items",
-    "from_timestamp",
+    "leaders",
     "meta_table",
     "metadata",
     "runs",
     "subscribers",
-    "timestamp",
 ]
+
+FREQUENCIES = ("immediate", "daily", "weekly")
+STATUSES = ("pending", "sent", "failed", "cancelled")
+
+
+def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    listed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=name)
+
 
 metadata = MetaData()
 meta_table = Table(
     "meta",
     metadata,
-    Column("key", String(64), primary_key=True),
+    Column("key", Text, primary_key=True),
     Column("value", Text, nullable=False),
 )
 articles = Table(
     "articles",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(512), nullable=False, unique=True),
-    Column("first_seen", Float, nullable=False),
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("first_seen", Moment, nullable=False),
     # the file it was last seen in, and a fingerprint of its bytes: a moved file keeps its id
     Column("fingerprint", Text),
     Column("source", Text),
@@ -60,54 +74,75 @@ articles = Table(
 subscribers = Table(
     "subscribers",
     metadata,
-    Column("email", String(320), primary_key=True),  # lower-cased
-    Column("cursor", Integer, nullable=False),
-    Column("first_seen", Float, nullable=False),
-    Column("frequency", String(16), nullable=False),
-    Column("unsubscribed_at", Float),
-    Column("suspended_at", Float),
-    Column("failures", Integer, nullable=False, default=0),  # permanent failures in a row
+    Column("email", Text, primary_key=True),  # lower-cased
+    Column("cursor", Id, nullable=False),
+    Column("first_seen", Moment, nullable=False),
+    Column("frequency", Text, nullable=False),
+    Column("unsubscribed_at", Moment),
+    Column("suspended_at", Moment),
+    # permanent failures in a row
+    Column("failures", Integer, nullable=False, server_default=text("0")),
+    _one_of("frequency", FREQUENCIES, "subscribers_frequency"),
 )
 deliveries = Table(
     "deliveries",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("email", String(320), nullable=False),
-    Column("frequency", String(16), nullable=False),
-    Column("message_id", String(255), nullable=False),
-    Column("status", String(16), nullable=False),  # pending | sent | failed | cancelled
-    Column("created_at", Float, nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("last_attempt", Float),
-    Column("sent_at", Float),
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", Text, nullable=False),  # lower-cased: the subscriber
+    Column("frequency", Text, nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", Moment, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_attempt", Moment),
+    Column("sent_at", Moment),
     Column("code", Integer),
     Column("reply", Text),
+    # what any host needs to compose the message without the subscribers file
+    Column("address", Text),  # as written in the file
+    Column("name", Text),
+    Column("categories", Text),  # slugs, comma-separated; NULL: every category
+    # the digest run that last verified it (only its run sends it), and who sends it, until when
+    Column("run", Text),
+    Column("claimed_by", Text),
+    Column("claimed_until", Moment),
     Index("deliveries_status", "status"),
+    Index("deliveries_run", "run", "status"),
+    _one_of("status", STATUSES, "deliveries_status_known"),
+    _one_of("frequency", FREQUENCIES, "deliveries_frequency"),
     sqlite_autoincrement=True,
 )
 delivery_items = Table(
     "delivery_items",
     metadata,
-    Column("email", String(320), primary_key=True),
-    Column("article_id", String(512), primary_key=True),
-    Column("delivery_id", Integer, ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("email", Text, primary_key=True),
+    Column("article_id", Text, primary_key=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=False, index=True),
 )
 runs = Table(
     "runs",
     metadata,
-    Column("kind", String(32), primary_key=True),  # scan, build, digest:daily, ...
-    Column("started", Float, nullable=False),
-    Column("finished", Float, nullable=False),
-    Column("ok", Integer, nullable=False),
+    Column("kind", Text, primary_key=True),  # scan, build, digest:daily, ...
+    Column("started", Moment, nullable=False),
+    Column("finished", Moment, nullable=False),
+    Column("ok", Boolean, nullable=False),
     Column("detail", Text, nullable=False),
 )
-
-
-def timestamp(moment: datetime) -> float:
-    """How a moment is stored: seconds since the epoch."""
-    return moment.timestamp()
-
-
-def from_timestamp(value: float | None) -> datetime | None:
-    """A stored moment back as an aware UTC datetime; None stays None."""
-    return None if value is None else datetime.fromtimestamp(value, UTC)
+leaders = Table(
+    "leaders",
+    metadata,
+    Column("name", Text, primary_key=True),  # "leader": the one host that plans and records
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("command", Text, nullable=False),
+    Column("since", Moment, nullable=False),
+    Column("heartbeat", Moment, nullable=False),
+)
+active_runs = Table(
+    "active_runs",
+    metadata,
+    Column("run", Text, primary_key=True),  # a digest run in progress: every host helps send
+    Column("frequency", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("started", Moment, nullable=False),
+)

@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.ledger.db import Database
-from service.ledger.schema import articles, from_timestamp, subscribers, timestamp
+from service.ledger.schema import articles, subscribers
 from service.model import Frequency, Subscriber
 
 __all__ = ["SubscriberState", "Subscribers"]
@@ -103,7 +103,7 @@ class Subscribers:
                     s.key: {
                         "email": s.key,
                         "cursor": start,
-                        "first_seen": timestamp(now),
+                        "first_seen": now,
                         "frequency": s.frequency,
                         "failures": 0,
                     }
@@ -137,19 +137,17 @@ class Subscribers:
                     insert(subscribers).values(
                         email=key,
                         cursor=0,
-                        first_seen=timestamp(now),
+                        first_seen=now,
                         frequency="daily",
                         failures=0,
-                        unsubscribed_at=timestamp(now),
+                        unsubscribed_at=now,
                     )
                 )
                 return True
             if row.unsubscribed_at is not None:
                 return False
             conn.execute(
-                update(subscribers)
-                .where(subscribers.c.email == key)
-                .values(unsubscribed_at=timestamp(now))
+                update(subscribers).where(subscribers.c.email == key).values(unsubscribed_at=now)
             )
             return True
 
@@ -177,7 +175,7 @@ class Subscribers:
                 .where(column.is_not(None))
                 .order_by(subscribers.c.email)
             ).all()
-        return [(str(e), from_timestamp(t) or datetime.min) for e, t in rows]
+        return [(str(e), t or datetime.min) for e, t in rows]
 
     def counts(self) -> dict[str, int]:
         """Suspended and unsubscribed addresses."""

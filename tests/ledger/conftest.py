@@ -1,4 +1,5 @@
-"""The ledger tests' database: a real SQLite file under tmp_path, and a State open on it."""
+"""The ledger tests' database: a SQLite file under tmp_path and a PostgreSQL database of a
+real server, and a State open on it."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgkit import PostgresServer
 
 from service.ledger import State
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'var' / 'bantin.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every ledger test runs on both backends: a SQLite file, and a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'var' / 'bantin.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
 
 
 @pytest.fixture

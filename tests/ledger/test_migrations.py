@@ -13,9 +13,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pgkit import PostgresServer
+from sqlalchemy import create_engine, inspect
 
 from service.errors import StateError
 from service.ledger import State, migrations
@@ -53,11 +56,72 @@ def test_a_database_of_the_first_release_upgrades_with_every_row_intact(tmp_path
         assert [r.kind for r in state.runs.all()] == ["digest:daily"]
     finally:
         state.close()
-    after_articles = rows(path, "articles")
-    assert [row[:3] for row in after_articles] == before["articles"]  # + an empty fingerprint
-    for table in ("subscribers", "deliveries", "delivery_items", "runs"):
-        assert rows(path, table) == before[table], table
+    for table in ("articles", "subscribers", "deliveries", "delivery_items", "runs"):
+        after = rows(path, table)
+        assert len(after) == len(before[table]), table
+        for old, new in zip(before[table], after, strict=True):
+            assert all(same(a, b) for a, b in zip(old, new, strict=False)), (table, old, new)
     assert set(before["meta"]) < set(rows(path, "meta"))  # + installed_at
+
+
+def same(old: object, new: object) -> bool:
+    """A value of the first release and the same value today: an epoch float is now a time."""
+    if isinstance(old, float) and isinstance(new, str):
+        moment = datetime.strptime(new, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+        return abs(moment.timestamp() - old) < 1e-3
+    return old == new
+
+
+def test_a_postgresql_database_of_the_first_release_upgrades_too(
+    postgres: PostgresServer,
+) -> None:
+    """The first release made the same tables on PostgreSQL (VARCHAR(n), epoch floats): its rows
+    are copied into a database at revision 0002, which then upgrades to today's schema."""
+    url = postgres.new_database()
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        migrations.upgrade(conn, "0002")
+        for table in ("meta", "articles", "subscribers", "deliveries", "delivery_items", "runs"):
+            old = rows(FIXTURE, table)
+            if not old:
+                continue
+            names = [column["name"] for column in inspect(conn).get_columns(table)]
+            names = names[: len(old[0])]
+            marks = ", ".join(f"%({n})s" for n in names)
+            conn.exec_driver_sql(
+                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})",
+                [dict(zip(names, row, strict=True)) for row in old],
+            )
+        for table, column in (("articles", "seq"), ("deliveries", "id")):
+            conn.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), 10)"
+            )
+    engine.dispose()
+    state = State(url)
+    try:
+        assert state.keys.secret_key() == OLD_KEY
+        assert state.counts() == {
+            "pending": 1, "sent": 1, "failed": 1, "cancelled": 0, "suspended": 1,
+            "unsubscribed": 1,
+        }  # fmt: skip
+        [waiting] = state.deliveries.pending()
+        assert waiting.email == "lan@example.org" and waiting.article_ids == ("2026/11/c",)
+        [run] = state.runs.all()
+        assert run.ok is True and run.started.tzinfo is not None
+        with state.db.tx() as conn:
+            kinds = {
+                (c["name"], str(c["type"]))
+                for c in inspect(conn).get_columns("deliveries")
+                if c["name"] in ("id", "created_at", "message_id")
+            }
+        assert kinds == {
+            ("id", "BIGINT"), ("created_at", "TIMESTAMP"), ("message_id", "TEXT"),
+        }  # fmt: skip
+        long_id = "2026/" + "rất-dài/" * 200  # a deep path: far past the first release's 512
+        state.articles.record([(long_id, "fp", long_id + ".md")], datetime.now(UTC))
+        assert long_id in state.articles.seen([long_id])
+    finally:
+        state.close()
 
 
 def test_an_installation_that_ran_never_gets_a_new_database_behind_its_back(

@@ -46,21 +46,22 @@ def current_revision(engine: Engine) -> str | None:
         return current(connection)
 
 
-def upgrade(connection: Connection) -> list[str]:
-    """Bring the database on ``connection`` to the newest revision; the revisions applied."""
+def upgrade(connection: Connection, target: str = "head") -> list[str]:
+    """Bring the database on ``connection`` to the newest revision (or ``target``); the
+    revisions applied."""
     script = _script()
     if current(connection) is None and inspect(connection).has_table("articles"):
         MigrationContext.configure(connection).stamp(script, FIRST_RELEASE)
     applied: list[str] = []
 
     def steps(revision: object, context: MigrationContext) -> list[object]:
-        found = script._upgrade_revs("head", revision)  # type: ignore[arg-type]
+        found = script._upgrade_revs(target, revision)  # type: ignore[arg-type]
         applied.extend(step.revision.revision for step in found)
         return list(found)
 
     config = Config()
     config.set_main_option("script_location", str(_HERE))
-    with EnvironmentContext(config, script, fn=steps, destination_rev="head") as environment:
+    with EnvironmentContext(config, script, fn=steps, destination_rev=target) as environment:
         environment.configure(
             connection=connection,
             render_as_batch=True,  # SQLite cannot ALTER most columns in place
