@@ -78,8 +78,16 @@ class TemplateError(BantinError):
 
 
 class StateError(BantinError):
-    """The state database is unusable (unreachable, failing, missing) or another runner holds it."""
+    """The state database is unusable (unreachable, failing, missing) or another runner holds it.
 
-    def __init__(self, reason: str) -> None:
+    ``transient``: it may work again soon (a connection lost, a restart, a lock another writer
+    holds), so a retry is worth it.
+    """
+
+    def __init__(self, reason: str, transient: bool = False) -> None:
         self.reason = reason
+        self.transient = transient
         super().__init__(reason)
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return (type(self), (self.reason, self.transient))

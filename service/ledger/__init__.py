@@ -2,8 +2,10 @@
 
 schema (the tables), db (the engine, transactions, driver-level statements), one module per
 noun: articles (sequence numbers), subscribers (cursors, unsubscriptions, suspensions),
-deliveries (one row per message, committed before it is sent), runs (the last run of each
-job), keys (the generated signing key); lock (one runner per state).
+deliveries (one row per message, committed before it is sent), claims (runs in progress and
+the batches of their deliveries that hosts take), runs (the last run of each job), keys (the
+generated signing key); lock (one runner per state: a file, or a leader on PostgreSQL);
+migrations (the schema's history).
 
 ``State`` opens the database and offers each noun as an attribute: ``state.articles.record()``.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.ledger.articles import Articles
+from service.ledger.claims import Claims
 from service.ledger.db import Database
 from service.ledger.deliveries import Deliveries
 from service.ledger.keys import Keys
@@ -32,6 +35,7 @@ class State:
         self.articles = Articles(self.db)
         self.subscribers = Subscribers(self.db)
         self.deliveries = Deliveries(self.db)
+        self.claims = Claims(self.db)
         self.runs = Runs(self.db)
         self.keys = Keys(self.db)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from service.errors import StateError
 from service.ledger import migrations
@@ -45,7 +45,10 @@ def database_error(where: str, exc: BaseException) -> StateError:
     parameters SQLAlchemy adds (they can hold addresses)."""
     cause = getattr(exc, "orig", None) or exc
     first = (str(cause).strip().splitlines() or [""])[0]
-    return StateError(f"state database {where}: {type(cause).__name__}: {first}")
+    transient = isinstance(exc, OperationalError | InterfaceError) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
+    return StateError(f"state database {where}: {type(cause).__name__}: {first}", transient)
 
 
 class Database:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection
 
 from service.ledger.db import Database, Prepared
 from service.ledger.schema import (
@@ -21,7 +22,20 @@ from service.ledger.schema import (
 )
 from service.model import Frequency, Subscriber
 
-__all__ = ["SUSPEND_AFTER", "Claim", "Deliveries", "Delivery", "MessageIds", "Problem"]
+__all__ = [
+    "HELD",
+    "ROW",
+    "SUSPEND_AFTER",
+    "Claim",
+    "Deliveries",
+    "Delivery",
+    "MessageIds",
+    "Problem",
+    "cancel_waiting",
+    "categories_of",
+    "categories_text",
+    "with_items",
+]
 
 SUSPEND_AFTER = 3  # permanent failures in a row
 MessageIds = Callable[[str, Sequence[str]], str]  # (email, article ids) -> Message-ID
@@ -91,7 +105,7 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A ledger row that still has to reach the server."""
+    """A ledger row that still has to reach the server, with what composing it needs."""
 
     id: int
     email: str
@@ -99,6 +113,28 @@ class Delivery:
     message_id: str
     article_ids: tuple[str, ...]
     attempts: int
+    address: str | None = None  # as written in the subscribers file (email is lower-cased)
+    name: str | None = None
+    categories: frozenset[str] | None = None  # the subscriber's category slugs
+
+    @property
+    def subscriber(self) -> Subscriber:
+        """The subscriber this message is for, as far as composing it needs."""
+        return Subscriber(
+            email=self.address or self.email,
+            name=self.name,
+            frequency=self.frequency,
+            categories=self.categories,
+        )
+
+
+def categories_text(slugs: frozenset[str] | None) -> str | None:
+    """How a subscriber's categories are kept on a delivery row (None: every category)."""
+    return None if slugs is None else ",".join(sorted(slugs))
+
+
+def categories_of(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(filter(None, text.split(",")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +147,60 @@ class Problem:
     code: int | None
     reply: str | None
     when: datetime | None
+
+
+# A claim that never lapses within a run: the delivery waits for the next digest run.
+HELD = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def cancel_waiting(conn: Connection, email: str, reason: str, now: datetime) -> None:
+    """Cancel every delivery still waiting for ``email`` (unsubscribed, suspended): no host
+    sends it afterwards, whatever run it is in."""
+    conn.execute(
+        update(deliveries)
+        .where(deliveries.c.email == email.lower(), deliveries.c.status == "pending")
+        .values(status="cancelled", reply=reason, last_attempt=now)
+    )
+
+
+# the columns a Delivery is made of (see with_items)
+ROW = (
+    deliveries.c.id,
+    deliveries.c.email,
+    deliveries.c.frequency,
+    deliveries.c.message_id,
+    deliveries.c.attempts,
+    deliveries.c.address,
+    deliveries.c.name,
+    deliveries.c.categories,
+)
+
+
+def with_items(conn: Connection, rows: Sequence[Any]) -> list[Delivery]:
+    """Deliveries from ``rows`` (of ROW), each with its article ids."""
+    items: dict[int, list[str]] = {}
+    for start in range(0, len(rows), 500):
+        ids = [r.id for r in rows[start : start + 500]]
+        for delivery_id, article_id in conn.execute(
+            select(delivery_items.c.delivery_id, delivery_items.c.article_id)
+            .where(delivery_items.c.delivery_id.in_(ids))
+            .order_by(delivery_items.c.article_id)
+        ):
+            items.setdefault(delivery_id, []).append(article_id)
+    return [
+        Delivery(
+            r.id,
+            r.email,
+            r.frequency,
+            r.message_id,
+            tuple(items.get(r.id, ())),
+            r.attempts,
+            r.address,
+            r.name,
+            categories_of(r.categories),
+        )
+        for r in rows
+    ]
 
 
 class Deliveries:
@@ -128,12 +218,14 @@ class Deliveries:
         cursor: int,
         message_id: MessageIds,
         now: datetime,
+        run: str | None = None,
     ) -> list[Delivery]:
         """Commit a pending delivery per claim and move the cursors of ``advance`` to ``cursor``.
 
         Articles already delivered to a subscriber are dropped from their claim (the primary key
         forbids a second delivery); a claim left empty creates nothing. One query finds what is
         taken for the whole chunk, and the inserts are batched: this runs once per subscriber.
+        The rows belong to digest run ``run``: any host helping that run may send them.
         """
         created: list[Delivery] = []
         with self.db.tx() as conn:
@@ -164,6 +256,10 @@ class Deliveries:
                         "status": "pending",
                         "created_at": now,
                         "attempts": 0,
+                        "address": claim.subscriber.email,
+                        "name": claim.subscriber.name,
+                        "categories": categories_text(claim.subscriber.categories),
+                        "run": run,
                     }
                 )
             if rows:
@@ -179,7 +275,17 @@ class Deliveries:
                 ]
                 conn.execute(insert(delivery_items), items)
                 created = [
-                    Delivery(delivery_id, claim.subscriber.key, claim.frequency, mid, ids, 0)
+                    Delivery(
+                        delivery_id,
+                        claim.subscriber.key,
+                        claim.frequency,
+                        mid,
+                        ids,
+                        0,
+                        claim.subscriber.email,
+                        claim.subscriber.name,
+                        claim.subscriber.categories,
+                    )
                     for delivery_id, (claim, ids, mid) in zip(new_ids, kept, strict=True)
                 ]
             keys = list(advance)
@@ -191,31 +297,9 @@ class Deliveries:
         """Deliveries committed but not acknowledged (a crash, a 4xx, a dropped connection)."""
         with self.db.tx() as conn:
             rows = conn.execute(
-                select(
-                    deliveries.c.id,
-                    deliveries.c.email,
-                    deliveries.c.frequency,
-                    deliveries.c.message_id,
-                    deliveries.c.attempts,
-                )
-                .where(deliveries.c.status == "pending")
-                .order_by(deliveries.c.id)
+                select(*ROW).where(deliveries.c.status == "pending").order_by(deliveries.c.id)
             ).all()
-            items: dict[int, list[str]] = {}
-            for start in range(0, len(rows), 500):
-                ids = [r.id for r in rows[start : start + 500]]
-                for delivery_id, article_id in conn.execute(
-                    select(delivery_items.c.delivery_id, delivery_items.c.article_id)
-                    .where(delivery_items.c.delivery_id.in_(ids))
-                    .order_by(delivery_items.c.article_id)
-                ):
-                    items.setdefault(delivery_id, []).append(article_id)
-        return [
-            Delivery(
-                r.id, r.email, r.frequency, r.message_id, tuple(items.get(r.id, ())), r.attempts
-            )
-            for r in rows
-        ]
+            return with_items(conn, rows)
 
     # The three below run once per message: their statements are built once, at import.
 
@@ -233,8 +317,18 @@ class Deliveries:
             ]
         )
 
-    def mark_deferred(self, delivery_id: int, code: int | None, reply: str, now: datetime) -> None:
-        """Record a temporary failure: the delivery stays pending, its attempt and reply kept."""
+    def mark_deferred(
+        self,
+        delivery_id: int,
+        code: int | None,
+        reply: str,
+        now: datetime,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """Record a temporary failure: the delivery stays pending, its attempt and reply kept.
+
+        With ``retry_at`` any host of its run may try it again from then; without, it waits for
+        the next digest run."""
         with self.db.tx() as conn:
             conn.execute(
                 _ATTEMPT,
@@ -245,6 +339,11 @@ class Deliveries:
                     "b_code": code,
                     "b_reply": reply[:1000],
                 },
+            )
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(claimed_by=None, claimed_until=retry_at or HELD)
             )
 
     def mark_failed(
@@ -266,6 +365,7 @@ class Deliveries:
             failures = conn.scalar(_FAILURES, {"b_email": email}) or 0
             if failures >= SUSPEND_AFTER:
                 conn.execute(_SUSPEND, {"b_email": email, "at": now})
+                cancel_waiting(conn, email, "the address was suspended", now)
                 return True
         return False
 

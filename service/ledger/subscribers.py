@@ -14,6 +14,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.ledger.db import Database
+from service.ledger.deliveries import cancel_waiting
 from service.ledger.schema import articles, subscribers
 from service.model import Frequency, Subscriber
 
@@ -149,6 +150,8 @@ class Subscribers:
             conn.execute(
                 update(subscribers).where(subscribers.c.email == key).values(unsubscribed_at=now)
             )
+            # what waits for them is never sent, by this host or any other, in this run or later
+            cancel_waiting(conn, key, "unsubscribed", now)
             return True
 
     def resume(self, email: str) -> bool:

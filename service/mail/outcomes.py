@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from service import clock as wall_clock
 from service.ledger import State
 from service.ledger.deliveries import Delivery
 from service.mail.replies import shape
@@ -79,7 +80,11 @@ class Attempt:
 
 
 class Outcomes:
-    """Records outcomes for one run; ``retry`` collects what to send again later in the run."""
+    """Records outcomes for one run (or one host's part of it).
+
+    A deferred message is tried again later in the run, after each of ``retry_delays`` (by any
+    host of the run), then held for the next run.
+    """
 
     def __init__(
         self,
@@ -89,13 +94,15 @@ class Outcomes:
         where: str,
         clock: Callable[[], datetime],
         metrics: Metrics | None = None,
+        retry_delays: Sequence[float] = (2.0, 10.0),
     ) -> None:
         self.state = state
         self.report = report
         self.where = where  # the transport, for messages: "mail server host:587"
         self.clock = clock
         self.metrics = metrics
-        self.retry: list[Attempt] = []
+        self.retry_delays = retry_delays
+        self._tries: dict[int, int] = {}  # delivery id -> temporary failures in this run
         self.failing: set[str] = set()  # addresses with permanent failures to clear on a 250
         self._acks: list[tuple[int, str, bool]] = []
         self._acked: asyncio.Future[None] | None = None
@@ -216,12 +223,17 @@ class Outcomes:
             self.metrics.failed(outcome.reason)
 
     def _defer(self, attempt: Attempt, outcome: Outcome, *, again: bool) -> None:
-        """Leave the delivery pending; ``again``: try it once more later in this run."""
+        """Leave the delivery pending; ``again``: try it once more later in this run, if its
+        retries are not used up (recomposed then: no bytes are held meanwhile)."""
         delivery = attempt.delivery
-        self.state.deliveries.mark_deferred(delivery.id, outcome.code, outcome.reply, self.clock())
+        now = self.clock()
+        tries = self._tries[delivery.id] = self._tries.get(delivery.id, 0) + 1
+        retry_at = None
+        if again and tries <= len(self.retry_delays):
+            # compared with other hosts' clocks: the real time, whatever clock the run reads
+            retry_at = wall_clock.now() + timedelta(seconds=self.retry_delays[tries - 1])
+        self.state.deliveries.mark_deferred(delivery.id, outcome.code, outcome.reply, now, retry_at)
         self.report.deferred += 1
-        if again:
-            self.retry.append(attempt)  # recomposed on retry: no bytes held meanwhile
         if self.metrics:
             self.metrics.deferred(outcome.reason)
         log.info("deferred: %s: %s %s", attempt.subscriber.email, outcome.code or "", outcome.reply)

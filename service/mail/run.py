@@ -1,20 +1,22 @@
-"""A digest run: claim in the ledger, compose, send concurrently, record every outcome.
+"""A digest run: plan it in the ledger, send it (with every host that helps), record all.
 
-The subscribers file is streamed in chunks: each chunk's digests are committed as pending,
-composed and queued (the queue is bounded, so memory stays flat in the number of subscribers),
-and each message is marked sent on the server's 250. Temporary failures are retried with
-backoff within the run and otherwise stay pending for the next one (outcomes.py decides what
-each reply means). ``run_digest`` is what `bantin digest` and the service both call.
+The planner streams the subscribers file in chunks: each chunk's digests are committed as
+pending deliveries of this run (and the waiting deliveries of its subscribers join the run),
+so memory stays flat in the number of subscribers. Meanwhile this host's senders (senders.py)
+take the run's deliveries in small batches, compose, send and record them; on PostgreSQL the
+other hosts help. Each message is marked sent on the server's 250; what fails for a while is
+tried again later in the run, then left for the next one (outcomes.py decides what each
+reply means). ``run_digest`` is what `bantin digest` and the service both call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from service import clock as wall_clock
@@ -26,7 +28,8 @@ from service.mail.compose import Composer
 from service.mail.compose_workers import ComposeWorkers
 from service.mail.mime import message_id
 from service.mail.news import Fresh, as_if_recorded, fresh_since, select
-from service.mail.outcomes import Attempt, Outcomes, RunReport
+from service.mail.outcomes import Outcomes, RunReport
+from service.mail.senders import Senders
 from service.mail.subscribers import Entry
 from service.mail.transport import Transport
 from service.metrics import Metrics
@@ -39,12 +42,6 @@ log = logging.getLogger("bantin.digest")
 CHUNK = 128  # subscribers per ledger transaction; small enough not to stall the HTTP server
 
 Progress = Callable[[RunReport], None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    attempt: Attempt
-    data: asyncio.Future[bytes]
 
 
 class DigestRun:
@@ -65,6 +62,7 @@ class DigestRun:
         retry_delays: Sequence[float] = (2.0, 10.0),
         clock: Clock = wall_clock.now,
         processes: int = 0,
+        host: str | None = None,
     ) -> None:
         self.state = state
         self.composer = composer
@@ -74,24 +72,28 @@ class DigestRun:
         self.entries = entries
         self.dry_run = dry_run
         self.progress = progress
-        self.retry_delays = retry_delays
         self.clock = clock
         self.processes = processes  # worker processes for composing; 0 = inline
+        self.host = host or socket.gethostname()
+        self.token = uuid.uuid4().hex  # names this run's deliveries in the ledger
         self.report = RunReport(frequency, dry_run=dry_run)
         self.outcomes = Outcomes(
-            state, self.report, where=transport.name, clock=clock, metrics=metrics
+            state,
+            self.report,
+            where=transport.name,
+            clock=clock,
+            metrics=metrics,
+            retry_delays=retry_delays,
         )
         self.now = clock()
         self.by_id = {a.id: a for a in published}
         self.top = 0  # the newest article sequence, once recorded
         self.fresh: Fresh = []
         self.start: int | None = None  # where unseen subscribers start, in a dry run
-        self.pending: dict[str, list[Delivery]] = {}
+        self.waiting: dict[str, list[Delivery]] = {}  # deliveries that wait, by address
         self.composers = ComposeWorkers(composer, (), 0)
-        # bounded: memory stays flat however many subscribers there are
-        self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(
-            maxsize=transport.concurrency * 4 + 8 * processes
-        )
+        self.senders: Senders | None = None
+        self._planning = True
         self._ran = False
 
     def stop(self, reason: str) -> None:
@@ -105,26 +107,21 @@ class DigestRun:
 
     @property
     def halted(self) -> bool:
-        """Sending has stopped, on a fault or an interruption: nothing more is queued."""
+        """Whether sending has stopped, as a fault or an interruption."""
         return self.report.stopped is not None or self.report.interrupted is not None
 
     async def run(self) -> RunReport:
-        """Send the due digests; ``published`` is every article published now."""
+        """Plan and send the due digests; ``published`` is every article published now."""
         if self._ran:
             raise RuntimeError("a DigestRun runs once; make a new one")
         self._ran = True
         started = time.monotonic()
         self._prepare()
         try:
-            async with self._sending():
-                file_ok = await self._read_subscribers()
-                if file_ok and not self.halted:
-                    for deliveries in self.pending.values():
-                        for delivery in deliveries:
-                            self._cancel(delivery, "address removed from the subscribers file")
-            await self._retry()
-        except StateError as exc:  # the ledger failed while claiming: what is claimed waits
-            self._ledger_failed(exc)
+            if self.dry_run:
+                await self._plan()
+            else:
+                await self._plan_and_send()
         finally:
             await asyncio.to_thread(self.composers.close)
         self.report.seconds = time.monotonic() - started
@@ -149,18 +146,56 @@ class DigestRun:
             self.fresh += unrecorded
         else:
             for delivery in state.deliveries.pending():
-                self.pending.setdefault(delivery.email, []).append(delivery)
-        needed = {a.id: a for _, a in self.fresh}
-        for deliveries in self.pending.values():
-            needed.update(
-                (i, self.by_id[i]) for d in deliveries for i in d.article_ids if i in self.by_id
-            )
+                self.waiting.setdefault(delivery.email, []).append(delivery)
         self.composers = ComposeWorkers(
-            self.composer, needed.values(), 0 if self.dry_run else self.processes
+            self.composer, self.by_id.values(), 0 if self.dry_run else self.processes
         )
 
-    async def _read_subscribers(self) -> bool:
-        """Claim and queue each chunk of the file; False if an entry of it was invalid."""
+    async def _plan_and_send(self) -> None:
+        state = self.state
+        state.claims.start(self.token, self.frequency, self.host, self.now)
+        self.senders = Senders(
+            state,
+            self.composer,
+            self.transport,
+            self.token,
+            self.host,
+            self.by_id,
+            self.outcomes,
+            self.composers,
+            clock=self.clock,
+            planner=True,
+            halted=lambda: self.halted,
+            on_sent=self._progress,
+        )
+        try:
+            sending = asyncio.create_task(self.senders.drain(lambda: self._planning))
+            try:
+                await self._plan()
+            except StateError as exc:  # the ledger failed while planning: what is planned waits
+                self.stop(f"{exc}; the run stopped and its mail stays pending for the next one")
+                log.error("digest %s stopped: %s", self.frequency, exc)
+            finally:
+                self._planning = False
+                self.senders.more.set()
+            await sending
+        finally:
+            try:
+                counts, _ = state.claims.totals(self.token)
+                state.claims.end(self.token, wall_clock.now())
+            except StateError as exc:
+                log.error("digest %s: the run could not be closed: %s", self.frequency, exc)
+            else:
+                self.report.sent = counts.get("sent", 0)
+                self.report.failed = counts.get("failed", 0)
+                self.report.deferred = counts.get("pending", 0)
+
+    def _progress(self) -> None:
+        if self.progress:
+            self.progress(self.report)
+
+    async def _plan(self) -> None:
+        """Read the subscribers file a chunk at a time, and plan each chunk's digests."""
         chunk: list[Subscriber] = []
         file_ok = True
         for entry in self.entries:
@@ -175,35 +210,13 @@ class DigestRun:
                 await self._chunk(chunk)
                 chunk = []
             if self.halted:
-                return file_ok
+                return
         if chunk:
             await self._chunk(chunk)
-        return file_ok
-
-    async def _retry(self) -> None:
-        """Send the deferred messages again after each delay; what still fails stays pending."""
-        retry = self.outcomes.retry
-        for delay in self.retry_delays:
-            if not retry or self.halted:
-                break
-            await asyncio.sleep(delay)
-            again, retry[:] = list(retry), []
-            self.report.deferred -= len(again)
-            async with self._sending():
-                for attempt in again:
-                    await self._enqueue(attempt.delivery, attempt.subscriber)
-
-    @contextlib.asynccontextmanager
-    async def _sending(self) -> AsyncIterator[None]:
-        """Senders, one per connection, for the jobs queued inside; all done on leaving."""
-        senders = [asyncio.create_task(self._sender()) for _ in range(self.transport.concurrency)]
-        try:
-            yield
-        finally:
-            for _ in senders:
-                await self.queue.put(None)
-            await asyncio.gather(*senders)
-            self.outcomes.finish()
+        if file_ok and not self.halted:
+            for deliveries in self.waiting.values():
+                for delivery in deliveries:
+                    self._cancel(delivery, "address removed from the subscribers file")
 
     async def _chunk(self, chunk: list[Subscriber]) -> None:
         states = self.state.subscribers.sync(
@@ -212,17 +225,16 @@ class DigestRun:
         self.report.subscribers += len(chunk)
         claims: list[Claim] = []
         advance: list[str] = []
-        lookup: dict[str, Subscriber] = {}
+        listed: list[Subscriber] = []
         for subscriber in chunk:
-            lookup[subscriber.key] = subscriber
             status = states[subscriber.key]
             if status.failures:
                 self.outcomes.failing.add(subscriber.key)
-            for delivery in self.pending.pop(subscriber.key, []):
-                if status.active:
-                    await self._enqueue(delivery, subscriber)
-                else:
+            for delivery in self.waiting.pop(subscriber.key, []):
+                if not status.active:
                     self._cancel(delivery, "unsubscribed or suspended")
+            if status.active:
+                listed.append(subscriber)
             if subscriber.frequency != self.frequency or not status.active:
                 continue
             advance.append(subscriber.key)
@@ -238,69 +250,22 @@ class DigestRun:
                 self.report.sent += 1
             return
         domain = self.composer.domain
-        created = self.state.deliveries.claim(
-            claims, advance, self.top, lambda email, ids: message_id(email, ids, domain), self.now
+        self.state.claims.verify(listed, self.token, self.now)  # what waited joins this run
+        self.state.deliveries.claim(
+            claims,
+            advance,
+            self.top,
+            lambda email, ids: message_id(email, ids, domain),
+            self.now,
+            run=self.token,
         )
-        for delivery in created:
-            await self._enqueue(delivery, lookup[delivery.email])
+        if self.senders is not None:
+            self.senders.more.set()
+        await asyncio.sleep(0)  # let the senders and the HTTP server in between chunks
 
     def _cancel(self, delivery: Delivery, reason: str) -> None:
         self.state.deliveries.cancel(delivery.id, reason, self.now)
         self.report.cancelled += 1
-
-    async def _enqueue(self, delivery: Delivery, subscriber: Subscriber) -> None:
-        if self.halted:
-            return
-        articles = [self.by_id[i] for i in delivery.article_ids if i in self.by_id]
-        if not articles:
-            self._cancel(delivery, "its articles are no longer published")
-            return
-        articles.sort(key=lambda a: (a.date, a.id), reverse=True)
-        data = self.composers.compose(
-            subscriber, articles, delivery.frequency, delivery.message_id, self.now
-        )
-        await self.queue.put(_Job(Attempt(delivery, subscriber), data))
-        if data.done():
-            # Composed inline: CPU work on the loop the HTTP server shares; let requests in.
-            await asyncio.sleep(0)
-
-    def _ledger_failed(self, exc: StateError) -> None:
-        self.stop(f"{exc}; the run stopped and its mail stays pending for the next one")
-        log.error("digest %s stopped: %s", self.frequency, exc)
-
-    async def _sender(self) -> None:
-        """Send the queued jobs until the sentinel; whatever happens, keep draining the queue
-        (a sender that died would leave the bounded queue full and the run waiting forever)."""
-        while (job := await self.queue.get()) is not None:
-            if self.halted:
-                job.data.cancel()
-                continue  # left pending in the ledger for the next run
-            try:
-                await self._send(job)
-            except StateError as exc:  # the ledger cannot record: stop, lose nothing
-                self._ledger_failed(exc)
-            except Exception as exc:
-                self.stop(f"sending failed: {exc.__class__.__name__}: {exc}")
-                log.exception("digest %s: sending failed", self.frequency)
-
-    async def _send(self, job: _Job) -> None:
-        attempt = job.attempt
-        try:
-            data = await job.data
-        except BantinError as exc:  # a template that fails: the operator must fix it
-            self.stop(str(exc))
-            log.error("digest for %s not composed: %s", attempt.subscriber.email, exc)
-            return
-        except Exception as exc:  # a worker process died: nothing is lost, all stays pending
-            self.stop(f"composing failed: {exc.__class__.__name__}: {exc}")
-            log.exception("digest for %s not composed", attempt.subscriber.email)
-            return
-        outcome = await self.transport.send(self.composer.sender, attempt.subscriber.email, data)
-        if outcome.ok:
-            await self.outcomes.ack(attempt.delivery)
-        self.outcomes.record(attempt, outcome)
-        if self.progress:
-            self.progress(self.report)
 
 
 async def run_digest(run: DigestRun) -> RunReport:

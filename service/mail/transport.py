@@ -163,6 +163,7 @@ class SmtpTransport:
         self.settings = settings
         self.concurrency = settings.concurrency
         self.name = f"mail server {settings.host}:{settings.port}"
+        self.timeout = settings.timeout  # seconds per SMTP operation
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
         self._open: set[aiosmtplib.SMTP] = set()
 

@@ -18,6 +18,7 @@ from smtpserver import running_server
 
 from service import cli
 from service.ledger import State, db
+from service.mail import senders
 
 PEOPLE = [f"p{n:02d}@example.org" for n in range(8)]
 LOCKER = """
@@ -54,6 +55,7 @@ def test_a_database_locked_mid_send_stops_the_run_and_loses_nothing(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 200)  # the 10 s of production, shortened
+    monkeypatch.setattr(senders, "LEDGER_PATIENCE", 1.0)  # and the 30 s a sender waits
     with running_server(data_delay=0.2) as server:
         config = configure(project, server.port)
         publish(project, "cu")
