@@ -46,6 +46,7 @@ class Received:
     recipient: str
     data: bytes
     peer: tuple[str, int] | None = None  # the client end of the connection it came over
+    sender: str = ""  # the envelope sender (MAIL FROM)
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -160,7 +161,7 @@ class Recorder:
         with self._lock:
             self.started += 1
             for rcpt in envelope.rcpt_tos:
-                self.received.append(Received(rcpt, data, session.peer))
+                self.received.append(Received(rcpt, data, session.peer, envelope.mail_from))
         # recorded before the 250: a client killed now has delivered without knowing it
         if not self.gate.is_set():
             await asyncio.to_thread(self.gate.wait)
