@@ -185,9 +185,12 @@ USER = "bantin"
 
 @contextmanager
 def running_server(
-    data_delay: float = 0.0, port: int | None = None, password: str | None = None
+    data_delay: float = 0.0,
+    port: int | None = None,
+    password: str | None = None,
+    recorder: Recorder | None = None,
 ) -> Iterator[Server]:
-    recorder = Recorder(data_delay=data_delay)
+    recorder = recorder or Recorder(data_delay=data_delay)
     port = port or free_port()
     options: dict[str, Any] = {}
     if password is not None:
