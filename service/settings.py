@@ -18,7 +18,15 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -41,6 +49,10 @@ def _no_control(value: str) -> str:
     if _CONTROL.search(value):
         raise ValueError("must not contain line breaks or control characters")
     return value
+
+
+def _no_control_optional(value: str | None) -> str | None:
+    return None if value is None else _no_control(value)
 
 
 class SiteSettings(_Section):
@@ -133,6 +145,10 @@ class ScheduleSettings(_Section):
 
 # The From address: ASCII only (SMTP without SMTPUTF8 cannot carry more); unlike a
 # subscriber's address the domain may be a single label, as an office mail host often is.
+# the longest local part of mail.bounce_address: 64 octets (RFC 5321) less "+unsub-" and the
+# longest VERP token (mail.verp: 36 base32 characters)
+BOUNCE_LOCAL_MAX = 64 - len("+unsub-") - 36
+
 _SENDER = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -151,8 +167,36 @@ class MailSettings(_Section):
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_key_file: Path | None = None
+    # the VERP return path: bounces come back to bounce_address, signed per delivery
+    bounce_address: str | None = None
+    max_items: int = Field(default=20, ge=1, le=1000)  # articles shown in full per digest
 
     _plain = field_validator("from_")(_no_control)
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not _SENDER.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a plain email address; write it like "
+                "'bounces@example.gov.vn' (no name, no <>)"
+            )
+        local = value.rsplit("@", 1)[0]
+        if "+" in local:
+            raise ValueError(
+                f"{value!r} must not contain '+': bantin adds '+' and a signed token itself"
+            )
+        # RFC 5321 limits a local part to 64 octets; the token takes the rest
+        if len(local) > BOUNCE_LOCAL_MAX:
+            raise ValueError(
+                f"the part before '@' is {len(local)} characters; at most {BOUNCE_LOCAL_MAX} "
+                "leave room for the token bantin adds (64 in all); use a shorter one like "
+                "'bounces'"
+            )
+        return value
 
     @field_validator("from_")
     @classmethod
@@ -179,6 +223,59 @@ class SmtpSettings(_Section):
     password: SecretStr | None = None
     timeout: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     concurrency: int = Field(default=4, ge=1, le=64)
+    # messages per second across all connections (mail.pace); None: as fast as the relay takes
+    max_rate: float | None = Field(default=None, gt=0, le=10_000, allow_inf_nan=False)
+
+
+class BouncesSettings(_Section):
+    """[bounces]: where bounce and complaint messages are read (a maildir or an IMAP folder),
+    and how many soft bounces suppress an address."""
+
+    maildir: Path | None = None
+    imap_host: str | None = None
+    imap_port: int | None = Field(default=None, ge=1, le=65535)  # None: 993 for tls, else 143
+    imap_tls: Literal["none", "starttls", "tls"] = "tls"
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+    imap_folder: str = "INBOX"
+    imap_done_folder: str = "bantin-processed"
+    soft_bounce_limit: int = Field(default=5, ge=1, le=1000)  # soft bounces within the days...
+    soft_bounce_days: int = Field(default=14, ge=1, le=365)  # ...that suppress an address
+
+    _plain = field_validator("imap_host", "imap_username", "imap_folder", "imap_done_folder")(
+        _no_control_optional
+    )
+
+    @field_validator("imap_folder", "imap_done_folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a folder, like 'INBOX' or 'bantin-processed'")
+        if '"' in value or "\\" in value:
+            raise ValueError("must not contain '\"' or '\\'")
+        return value
+
+    @model_validator(mode="after")
+    def _imap_complete(self) -> BouncesSettings:
+        if self.imap_host is None:
+            return self
+        if not self.imap_username or self.imap_password is None:
+            raise ValueError(
+                "imap_host is set, so imap_username and imap_password are needed too "
+                "(put the password in BANTIN_BOUNCES__IMAP_PASSWORD)"
+            )
+        if self.imap_folder == self.imap_done_folder:
+            raise ValueError(
+                "imap_done_folder must differ from imap_folder: processed messages move there"
+            )
+        return self
+
+    @property
+    def port(self) -> int:
+        """The IMAP port: ``imap_port``, else 993 for implicit TLS and 143 otherwise."""
+        if self.imap_port is not None:
+            return self.imap_port
+        return 993 if self.imap_tls == "tls" else 143
 
 
 class ServerSettings(_Section):
@@ -221,6 +318,7 @@ class Settings(BaseSettings):
     mail: MailSettings = MailSettings()
     smtp: SmtpSettings = SmtpSettings()
     server: ServerSettings = ServerSettings()
+    bounces: BouncesSettings = BouncesSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -383,6 +481,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         ("smtp", "password"),
         ("server", "secret_key"),
         ("server", "health_token"),
+        ("bounces", "imap_password"),
     ):
         if data[section][key] is not None:
             data[section][key] = "********"

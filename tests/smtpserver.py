@@ -46,6 +46,7 @@ class Received:
     recipient: str
     data: bytes
     peer: tuple[str, int] | None = None  # the client end of the connection it came over
+    sender: str = ""  # the envelope sender (MAIL FROM)
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -160,7 +161,7 @@ class Recorder:
         with self._lock:
             self.started += 1
             for rcpt in envelope.rcpt_tos:
-                self.received.append(Received(rcpt, data, session.peer))
+                self.received.append(Received(rcpt, data, session.peer, envelope.mail_from))
         # recorded before the 250: a client killed now has delivered without knowing it
         if not self.gate.is_set():
             await asyncio.to_thread(self.gate.wait)
@@ -184,9 +185,12 @@ USER = "bantin"
 
 @contextmanager
 def running_server(
-    data_delay: float = 0.0, port: int | None = None, password: str | None = None
+    data_delay: float = 0.0,
+    port: int | None = None,
+    password: str | None = None,
+    recorder: Recorder | None = None,
 ) -> Iterator[Server]:
-    recorder = Recorder(data_delay=data_delay)
+    recorder = recorder or Recorder(data_delay=data_delay)
     port = port or free_port()
     options: dict[str, Any] = {}
     if password is not None:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from service import __version__
 from service.cli.content import cmd_build, cmd_check
+from service.cli.doctor import add_arguments as doctor_arguments
+from service.cli.doctor import cmd_doctor
 from service.cli.logs import setup_logging
 from service.cli.mail import cmd_digest, cmd_init, cmd_preview, cmd_resume, cmd_status
 from service.errors import BantinError
@@ -79,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="make it even though this installation ran before (its old state is lost)",
+    )
+    doctor_arguments(
+        add("doctor", cmd_doctor, "check DNS (SPF, DKIM, DMARC, MX), the relay, unsubscribe, size")
     )
     add("status", cmd_status, "subscribers, last runs, pending and failed deliveries")
     resume = add("resume", cmd_resume, "lift the suspension of EMAIL")

@@ -2,6 +2,11 @@
 
 Rendering uses templates/email/ (sandboxed, HTML autoescaped, CSS inlined without remote
 fetches); mime.py turns the result into the message. One Composer per configuration.
+
+A digest is never clipped: Gmail hides everything after ~102 KB of HTML, the unsubscribe link
+too. The templates show ``mail.max_items`` articles in full (``articles``), the next ones as
+title links (``more``, at most MORE_LINKS), and count the rest; a digest whose HTML still
+comes out over HTML_BUDGET is rendered again with fewer links, then fewer full articles.
 """
 
 from __future__ import annotations
@@ -21,14 +26,24 @@ from service.mail.mime import (
     format_address,
 )
 from service.mail.tokens import unsubscribe_url
+from service.mail.verp import return_path, unsubscribe_mailto
 from service.model import Article, Frequency, Subscriber
 from service.settings import Settings
 from service.templating import Templates
 
-__all__ = ["EMAIL_TEMPLATES", "FREQUENCY_LABELS", "Composer", "Rendered"]
+__all__ = [
+    "EMAIL_TEMPLATES",
+    "FREQUENCY_LABELS",
+    "HTML_BUDGET",
+    "MORE_LINKS",
+    "Composer",
+    "Rendered",
+]
 
 EMAIL_TEMPLATES = ["email/subject.txt.j2", "email/digest.txt.j2", "email/digest.html.j2"]
 FREQUENCY_LABELS = {"immediate": "ngay khi có tin", "daily": "hằng ngày", "weekly": "hằng tuần"}
+MORE_LINKS = 50  # articles past mail.max_items listed as title links; the rest are counted
+HTML_BUDGET = 90_000  # bytes of HTML: under Gmail's ~102 KB clip with room for the headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +53,7 @@ class Rendered:
     subject: str
     text: str
     html: str
+    frequency: Frequency | None = None  # for Feedback-ID; None leaves it out
 
 
 class Composer:
@@ -56,6 +72,15 @@ class Composer:
         self.list_id = format_address(self.site.title, f"bantin.{self.domain}")
         self.inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=False)
         self.dkim = dkim
+        self.bounce_address = settings.mail.bounce_address
+        self.max_items = settings.mail.max_items
+
+    def envelope_sender(self, delivery_id: int | None, email: str) -> str:
+        """The SMTP envelope sender (MAIL FROM) of delivery ``delivery_id`` to ``email``: its
+        signed VERP address when ``mail.bounce_address`` is set, else the From address."""
+        if self.bounce_address is None or delivery_id is None:
+            return self.sender
+        return return_path(self.bounce_address, self.secret_key, delivery_id, email)
 
     def check(self) -> list[TemplateError]:
         """The email templates' problems (syntax errors, missing files), found without rendering."""
@@ -67,14 +92,23 @@ class Composer:
         articles: Sequence[Article],
         frequency: Frequency,
         now: datetime,
+        shown: int | None = None,
+        links: int = MORE_LINKS,
     ) -> dict[str, Any]:
-        """The variables the email templates see for one subscriber's digest."""
+        """The variables the email templates see for one subscriber's digest: ``articles`` are
+        the first ``shown`` (default ``mail.max_items``) in full, ``more`` the next ``links``
+        as title links, ``more_count`` all past ``articles``, ``unlisted`` those in neither."""
         base = self.site.base_url
+        shown = self.max_items if shown is None else shown
+        full, rest = articles[:shown], articles[shown:]
         return {
             "site": self.site,
             "base_url": base,
             "subscriber": subscriber,
-            "articles": articles,
+            "articles": full,
+            "more": rest[:links],
+            "more_count": len(rest),
+            "unlisted": max(0, len(rest) - links),
             "count": len(articles),
             "frequency": frequency,
             "frequency_label": FREQUENCY_LABELS[frequency],
@@ -96,14 +130,23 @@ class Composer:
         now: datetime,
     ) -> Rendered:
         """``subscriber``'s digest of ``articles``, rendered; TemplateError if a template fails or
-        the subject comes out empty."""
-        context = self.context(subscriber, articles, frequency, now)
+        the subject comes out empty. HTML over HTML_BUDGET is rendered again with fewer title
+        links, then fewer full articles, down to one."""
+        shown, links = self.max_items, MORE_LINKS
+        while True:
+            context = self.context(subscriber, articles, frequency, now, shown, links)
+            html = self.inliner.inline(self.templates.render("email/digest.html.j2", **context))
+            if len(html.encode("utf-8")) <= HTML_BUDGET or (shown <= 1 and links == 0):
+                break
+            if links > 0:
+                links //= 2
+            else:
+                shown = max(1, min(shown, len(articles)) // 2)
         subject = " ".join(self.templates.render("email/subject.txt.j2", **context).split())
         if not subject:
             raise TemplateError("email/subject.txt.j2", "rendered an empty subject")
         text = self.templates.render("email/digest.txt.j2", **context)
-        html = self.inliner.inline(self.templates.render("email/digest.html.j2", **context))
-        return Rendered(subject, text, html)
+        return Rendered(subject, text, html, frequency)
 
     def compose(
         self,
@@ -112,15 +155,32 @@ class Composer:
         frequency: Frequency,
         message_id: str,
         now: datetime,
+        delivery_id: int | None = None,
     ) -> bytes:
-        """The whole message, CRLF line endings, ready for SMTP DATA (and signed if configured)."""
+        """The whole message, CRLF line endings, ready for SMTP DATA (and signed if configured).
+
+        ``delivery_id`` (the ledger's) signs the ``mailto:`` unsubscribe fallback when
+        ``mail.bounce_address`` is set; without it the message has only the HTTPS link."""
         rendered = self.render(subscriber, articles, frequency, now)
-        return self.message_bytes(subscriber, rendered, message_id, now)
+        return self.message_bytes(subscriber, rendered, message_id, now, delivery_id)
 
     def message_bytes(
-        self, subscriber: Subscriber, rendered: Rendered, message_id: str, now: datetime
+        self,
+        subscriber: Subscriber,
+        rendered: Rendered,
+        message_id: str,
+        now: datetime,
+        delivery_id: int | None = None,
     ) -> bytes:
         """The whole message of a rendered digest, ready for SMTP DATA, DKIM-signed if set up."""
+        mailto = feedback = None
+        if self.bounce_address is not None:
+            if delivery_id is not None:
+                mailto = unsubscribe_mailto(
+                    self.bounce_address, self.secret_key, delivery_id, subscriber.email
+                )
+            if rendered.frequency is not None:
+                feedback = f"digest:{rendered.frequency}:{self.domain}"
         envelope = Envelope(
             sender=format_address(self.sender_name, self.sender),
             to=format_address(subscriber.name, subscriber.email),
@@ -129,5 +189,7 @@ class Composer:
             message_id=message_id,
             list_id=self.list_id,
             unsubscribe_url=unsubscribe_url(self.site.base_url, self.secret_key, subscriber.key),
+            unsubscribe_mailto=mailto,
+            feedback_id=feedback,
         )
         return build_message(envelope, rendered.text, rendered.html, self.dkim)

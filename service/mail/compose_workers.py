@@ -40,9 +40,11 @@ def _compose_in_worker(
     frequency: Frequency,
     message_id: str,
     now: datetime,
+    delivery_id: int | None = None,
 ) -> bytes:
     assert _composer is not None, "worker not initialised"
-    return _composer.compose(subscriber, [_articles[i] for i in ids], frequency, message_id, now)
+    articles = [_articles[i] for i in ids]
+    return _composer.compose(subscriber, articles, frequency, message_id, now, delivery_id)
 
 
 def default_processes() -> int:
@@ -70,11 +72,12 @@ class ComposeWorkers:
         frequency: Frequency,
         message_id: str,
         now: datetime,
+        delivery_id: int | None = None,
     ) -> asyncio.Future[bytes]:
         """Start composing one message; the future gives its bytes, or raises (TemplateError).
 
         The first messages of a run compose on a thread of this process, the rest in the worker
-        processes, if there are any.
+        processes, if there are any. ``delivery_id`` signs the mailto: unsubscribe fallback.
         """
         loop = asyncio.get_running_loop()
         usable = self.processes > 0 and all(a.id in self.articles for a in articles)
@@ -90,6 +93,7 @@ class ComposeWorkers:
                 frequency,
                 message_id,
                 now,
+                delivery_id,
             )
         if self._executor is None:
             self._executor = workers.executor(
@@ -104,7 +108,9 @@ class ComposeWorkers:
             )
         ids = tuple(a.id for a in articles)
         return asyncio.wrap_future(
-            self._executor.submit(_compose_in_worker, subscriber, ids, frequency, message_id, now)
+            self._executor.submit(
+                _compose_in_worker, subscriber, ids, frequency, message_id, now, delivery_id
+            )
         )
 
     def close(self) -> None:

@@ -40,6 +40,7 @@ _SIGNED = [
     b"message-id",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
+    b"feedback-id",  # Gmail's feedback loop counts only a signed Feedback-ID
 ]
 
 
@@ -158,6 +159,18 @@ class Envelope:
     message_id: str
     list_id: str
     unsubscribe_url: str
+    # with mail.bounce_address set: the mailto: List-Unsubscribe fallback (verp.py) and
+    # Feedback-ID (campaign:frequency:site) for the big providers' feedback loops
+    unsubscribe_mailto: str | None = None
+    feedback_id: str | None = None
+
+
+def _list_unsubscribe(envelope: Envelope) -> str:
+    """``<https://...>``, then the ``mailto:`` fallback on its own folded line if there is one."""
+    value = f"<{check_header('List-Unsubscribe', envelope.unsubscribe_url)}>"
+    if envelope.unsubscribe_mailto:
+        value += f",\r\n <{check_header('List-Unsubscribe', envelope.unsubscribe_mailto)}>"
+    return value
 
 
 def build_message(envelope: Envelope, text: str, html: str, dkim: DkimKey | None) -> bytes:
@@ -171,9 +184,12 @@ def build_message(envelope: Envelope, text: str, html: str, dkim: DkimKey | None
         ("Date", format_datetime(e.date)),
         ("Message-ID", check_header("Message-ID", e.message_id)),
         ("List-Id", e.list_id),
-        ("List-Unsubscribe", f"<{check_header('List-Unsubscribe', e.unsubscribe_url)}>"),
+        ("List-Unsubscribe", _list_unsubscribe(e)),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        *([("Feedback-ID", check_header("Feedback-ID", e.feedback_id))] if e.feedback_id else []),
         ("Auto-Submitted", "auto-generated"),
+        # vacation programs that predate RFC 3834's Auto-Submitted still honour this
+        ("Precedence", "bulk"),
         ("MIME-Version", "1.0"),
         ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
     ]

@@ -319,7 +319,8 @@ def test_any_name_and_title_make_a_well_formed_message(
     assert sorted(message.keys()) == sorted(
         [
             "From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
-            "List-Unsubscribe-Post", "Auto-Submitted", "MIME-Version", "Content-Type",
+            "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version",
+            "Content-Type",
         ]
     )  # fmt: skip
     assert str(message["Subject"]) == f"{title} – {LONG_TITLE}"
