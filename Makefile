@@ -22,6 +22,7 @@ run: $(VENV)/.installed
 	$(BIN)/bantin --config $(CONFIG) run
 
 test: $(VENV)/.installed-test
+	scripts/test-services
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
