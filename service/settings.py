@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import socket
 import tomllib
 from email.utils import parseaddr
 from pathlib import Path
@@ -278,6 +279,20 @@ class BouncesSettings(_Section):
         return 993 if self.imap_tls == "tls" else 143
 
 
+class ClusterSettings(_Section):
+    """Several hosts on one PostgreSQL state: who this host is, and how soon a standby leads."""
+
+    host: str | None = None  # this host's name in the ledger (default: its hostname)
+    failover_after: float = Field(default=30.0, ge=2, le=600, allow_inf_nan=False)
+
+    _plain = field_validator("host")(_no_control_optional)
+
+    @property
+    def name(self) -> str:
+        """This host's name: the configured one, else the machine's hostname."""
+        return self.host or socket.gethostname()
+
+
 class ServerSettings(_Section):
     """[server]: where HTTP listens, its limits, the unsubscribe links' key, the health token."""
 
@@ -318,6 +333,7 @@ class Settings(BaseSettings):
     mail: MailSettings = MailSettings()
     smtp: SmtpSettings = SmtpSettings()
     server: ServerSettings = ServerSettings()
+    cluster: ClusterSettings = ClusterSettings()
     bounces: BouncesSettings = BouncesSettings()
 
     @classmethod

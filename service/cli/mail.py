@@ -141,6 +141,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             by_frequency[entry.subscriber.frequency] += 1
     state = State(settings.state.url)
     try:
+        leader = state.leader()
         counts = state.counts()
         runs = state.runs.all()
         problems = state.deliveries.problems()
@@ -158,6 +159,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         f"Deliveries: {counts['sent']} sent, {counts['pending']} pending, "
         f"{counts['failed']} failed, {counts['cancelled']} cancelled"
     )
+    if leader is not None:
+        age = (clock.now() - leader.heartbeat).total_seconds()
+        print(
+            f"Leader: {leader.host}, pid {leader.pid} (`{leader.command}`), since "
+            f"{_when(leader.since, settings)}, last heartbeat {age:.0f} s ago"
+        )
     print("Last runs:" if runs else "Last runs: none yet")
     for run in runs:
         print(

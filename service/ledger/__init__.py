@@ -14,7 +14,11 @@ May import: the core (model, errors). Never content, publish, mail, serve, runti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy import select
 
 from service.ledger.articles import Articles
 from service.ledger.claims import Claims
@@ -22,9 +26,21 @@ from service.ledger.db import Database
 from service.ledger.deliveries import Deliveries
 from service.ledger.keys import Keys
 from service.ledger.runs import Runs
+from service.ledger.schema import leaders
 from service.ledger.subscribers import Subscribers
 
-__all__ = ["State"]
+__all__ = ["Leader", "State"]
+
+
+@dataclass(frozen=True, slots=True)
+class Leader:
+    """Who leads a shared state: host, pid, command, since when, last heartbeat."""
+
+    host: str
+    pid: int
+    command: str
+    since: datetime
+    heartbeat: datetime
 
 
 class State:
@@ -47,6 +63,15 @@ class State:
     def describe(self) -> str:
         """The database for messages: its file, or its URL with the password masked."""
         return self.db.describe()
+
+    def leader(self) -> Leader | None:
+        """The host leading a shared (PostgreSQL) state, as its leaders row says; None if none
+        (or a SQLite state, whose lock file says who runs)."""
+        with self.db.tx() as conn:
+            row = conn.execute(select(leaders).where(leaders.c.name == "leader")).first()
+        if row is None:
+            return None
+        return Leader(row.host, row.pid, row.command, row.since, row.heartbeat)
 
     def counts(self) -> dict[str, int]:
         """Deliveries by status, plus suspended and unsubscribed addresses."""

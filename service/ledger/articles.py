@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from service.ledger.db import Database
 from service.ledger.schema import articles
@@ -52,7 +52,7 @@ class Articles:
                     changed[ident] = (fingerprint, source)
             if new:
                 conn.execute(
-                    insert(articles),
+                    self.db.insert_new(articles, "id"),
                     [
                         {"id": i, "first_seen": now, "fingerprint": f, "source": s}
                         for i, (f, s) in new.items()

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import Table, create_engine, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -196,6 +197,13 @@ class Database:
             self.sqlite_path.with_name(self.sqlite_path.name + ".lock"),
         ]
         return next((path for path in candidates if path.exists()), None)
+
+    def insert_new(self, table: Table, *keys: str) -> Any:
+        """INSERT that leaves rows whose ``keys`` already exist as they are (another host, or
+        another process, may have written them a moment ago)."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
 
     def describe(self) -> str:
         """The database for messages: its file, or its URL with the password masked."""

@@ -110,8 +110,8 @@ class Subscribers:
                     }
                     for s in missing
                 }
-                if record:
-                    conn.execute(insert(subscribers), list(new_rows.values()))
+                if record:  # another process may register the same address at the same moment
+                    conn.execute(self.db.insert_new(subscribers, "email"), list(new_rows.values()))
                 for key in new_rows:
                     found[key] = SubscriberState(key, start, False, False)
             if record:

@@ -47,6 +47,7 @@ class RunReport:
     stopped: str | None = None  # why sending stopped early, as a fault, if it did
     interrupted: str | None = None  # why sending stopped early without a fault (a shutdown)
     suspended: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # the hosts that sent it (several: shared)
 
     @property
     def ok(self) -> bool:
@@ -64,6 +65,8 @@ class RunReport:
         if self.invalid:
             line += f" ({self.invalid} invalid skipped)"
         line += f", {self.seconds:.1f} s, {rate:.0f} messages/s"
+        if len(self.hosts) > 1:
+            line += f" (sent from {', '.join(self.hosts)})"
         if self.stopped:
             line += f"; stopped early: {self.stopped}"
         elif self.interrupted:

@@ -181,7 +181,7 @@ class DigestRun:
             await sending
         finally:
             try:
-                counts, _ = state.claims.totals(self.token)
+                counts, hosts = state.claims.totals(self.token)
                 state.claims.end(self.token, wall_clock.now())
             except StateError as exc:
                 log.error("digest %s: the run could not be closed: %s", self.frequency, exc)
@@ -189,6 +189,7 @@ class DigestRun:
                 self.report.sent = counts.get("sent", 0)
                 self.report.failed = counts.get("failed", 0)
                 self.report.deferred = counts.get("pending", 0)
+                self.report.hosts = hosts
 
     def _progress(self) -> None:
         if self.progress:

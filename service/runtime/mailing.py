@@ -41,6 +41,7 @@ class Mailer:
         current: Callable[[], Components],
         subscribers: Path,
         stopping: asyncio.Event,
+        host: str | None = None,
     ) -> None:
         self.state = state
         self.health = health
@@ -48,6 +49,7 @@ class Mailer:
         self.current = current
         self.subscribers = subscribers  # the last good copy (see reload.py)
         self.stopping = stopping
+        self.host = host
         self.sending = asyncio.Lock()  # one run at a time: runs share the pending deliveries
         self.current_run: DigestRun | None = None
         self.last_start = time.monotonic()  # when a run last started
@@ -75,10 +77,11 @@ class Mailer:
             self._again = False
             await self.run("immediate", self._articles)
 
-    def interrupt(self) -> None:
-        """The service is stopping: the run in progress sends nothing more (not a fault)."""
+    def interrupt(self, reason: str = "the service is stopping") -> None:
+        """The run in progress sends nothing more (not a fault): the service stops, or this
+        host no longer leads."""
         if self.current_run is not None:
-            self.current_run.interrupt("the service is stopping")
+            self.current_run.interrupt(reason)
 
     async def run(self, frequency: Frequency, published: list[Article]) -> None:
         """One digest run of ``frequency``, after the one in progress; recorded in health."""
@@ -101,6 +104,7 @@ class Mailer:
                 read_entries(self.subscribers),
                 metrics=self.metrics,
                 processes=default_processes(),
+                host=self.host,
             )
             self.current_run = run
             try:

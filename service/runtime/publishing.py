@@ -49,12 +49,14 @@ class Publisher:
         *,
         current: Callable[[], Components],
         first_scan_done: Callable[[], Awaitable[None]],
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.state = state
         self.health = health
         self.metrics = metrics
         self.current = current
         self.first_scan_done = first_scan_done  # registers the subscribers (no back catalogue)
+        self.leading = leading  # only the leader records articles in the ledger
         self.scanning = asyncio.Lock()
         self.last_scan: Scan | None = None
         self.error: str | None = None  # why the last scan failed, if it did
@@ -62,6 +64,12 @@ class Publisher:
         self._next_due: datetime | None = None
         self._problems: set[str] = set()  # scan problems already logged
         self._page_problems: set[str] = set()  # pages that could not be rendered, logged
+
+    def published(self) -> dict[str, Article]:
+        """What the last scan found published now, by id (what this host can compose)."""
+        if self.last_scan is None:
+            return {}
+        return {a.id: a for a in self.last_scan.published(clock.now())}
 
     def known_categories(self) -> dict[str, str] | None:
         """Slug -> name of the last scan's categories, for checking subscribers; None before it."""
@@ -107,7 +115,10 @@ class Publisher:
             self.rebuild = False
             self._next_due = scan.next_due(moment)
             await self._build(parts, scan, moment)
-            self.state.articles.record(((a.id, a.fingerprint, a.source) for a in published), moment)
+            if self.leading():
+                self.state.articles.record(
+                    ((a.id, a.fingerprint, a.source) for a in published), moment
+                )
             if first:
                 # Subscribers are registered after the articles of the first scan, so that a
                 # new installation does not mail its back catalogue.

@@ -69,6 +69,7 @@ class Reloader:
         current: Callable[[], Settings],
         apply: Callable[[Settings], None],
         known_categories: Callable[[], dict[str, str] | None],
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config_file = config_file
         self.state = state
@@ -76,6 +77,7 @@ class Reloader:
         self.current = current
         self.apply = apply
         self.known_categories = known_categories
+        self.leading = leading  # only the leader registers subscribers in the ledger
         self.snapshot = state.home / "subscribers.last-good.toml"
         self._stamps: dict[Path, tuple[int, int] | None] = {config_file: _stamp(config_file)}
         self._subscribers_lock = asyncio.Lock()
@@ -151,9 +153,17 @@ class Reloader:
         tmp = self.snapshot.with_suffix(".tmp")
         shutil.copyfile(path, tmp)
         tmp.replace(self.snapshot)
-        self._register()
+        if self.leading():
+            self.register()
         self.health.subscribers_applied(count)
         log.info("%s: %d subscribers", path, count)
+
+    def register(self) -> None:
+        """Record when each subscriber of the last good file was first seen (nothing if there
+        is none yet), so they get the news from now on."""
+        if not self.snapshot.exists():
+            return
+        self._register()
 
     def _register(self) -> None:
         """Record when each subscriber was first seen, so they get the news from now on."""

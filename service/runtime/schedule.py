@@ -148,6 +148,12 @@ class Scheduler:
             self._scheduler.add_job(job, trigger, id=job_id, name=job_id)
         self._crons[job_id] = expression
 
+    def remove(self, job_id: str) -> None:
+        """Stop running ``job_id`` (if it is scheduled)."""
+        if self._scheduler.get_job(job_id) is not None:
+            self._scheduler.remove_job(job_id)
+        self._crons.pop(job_id, None)
+
     def once(self, job_id: str, job: Job) -> None:
         """Run ``job`` as soon as possible (catch-up runs, reloads on SIGHUP)."""
         self._scheduler.add_job(job, id=job_id, name=job_id, replace_existing=True)

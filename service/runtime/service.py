@@ -20,13 +20,15 @@ from service import clock
 from service.content.scan import Scan
 from service.errors import BantinError
 from service.ledger import State
-from service.ledger.lock import held, runner_lock
+from service.ledger.lock import RunnerLock, held, runner_lock
 from service.mail.compose import Composer
 from service.mail.run import DigestRun
 from service.metrics import Metrics
 from service.model import Frequency
+from service.runtime.cluster import Leadership
 from service.runtime.components import Components
 from service.runtime.health import Health, stamp
+from service.runtime.helping import Helper
 from service.runtime.loop_errors import QuietLoopErrors
 from service.runtime.mailing import Mailer
 from service.runtime.publishing import Publisher
@@ -43,12 +45,22 @@ log = logging.getLogger("bantin.service")
 
 STOP_GRACE = 10.0  # seconds in-flight SMTP transactions get to finish on SIGTERM
 RETRY_PENDING_EVERY = 600.0  # seconds between tries of mail the server deferred
+HELP_EVERY = 1.0  # seconds between a standby's looks for runs to help send
 
 
 class Service:
     """The running service: its jobs, its live configuration, its HTTP server, its health."""
 
-    def __init__(self, settings: Settings, config_file: Path, state: State | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_file: Path,
+        state: State | None = None,
+        lock: RunnerLock | None = None,
+    ) -> None:
+        """``lock``: the runner lock, already held (a SQLite state's file lock); without one,
+        the service takes its role from the ledger's leader lock (PostgreSQL), and on a SQLite
+        state it leads."""
         self.config_file = config_file
         self.state = state or State(settings.state.url)
         self.metrics = Metrics()
@@ -56,6 +68,17 @@ class Service:
         self.scheduler = Scheduler(settings.site.zone)
         self.stopping = asyncio.Event()
         self.parts = Components.build(settings, self.state)
+        self.host = settings.cluster.name
+        held = lock is not None or self.state.db.dialect != "postgresql"
+        self.leadership = Leadership(
+            self.state,
+            self.host,
+            lock or runner_lock(self.state, self.host),
+            held=held,
+            on_lead=self._lead,
+            on_follow=self._follow,
+        )
+        leading = lambda: self.leadership.leading  # noqa: E731
         self.reloader = Reloader(
             config_file,
             self.state,
@@ -63,6 +86,7 @@ class Service:
             current=lambda: self.settings,
             apply=self._adopt,
             known_categories=lambda: self.publisher.known_categories(),
+            leading=leading,
         )
         self.publisher = Publisher(
             self.state,
@@ -70,6 +94,7 @@ class Service:
             self.metrics,
             current=lambda: self.parts,
             first_scan_done=self.reloader.reload_subscribers,
+            leading=leading,
         )
         self.mailer = Mailer(
             self.state,
@@ -77,6 +102,16 @@ class Service:
             self.metrics,
             current=lambda: self.parts,
             subscribers=self.reloader.snapshot,
+            stopping=self.stopping,
+            host=self.host,
+        )
+        self.helper = Helper(
+            self.state,
+            self.host,
+            self.metrics,
+            current=lambda: self.parts,
+            articles=self.publisher.published,
+            leading=leading,
             stopping=self.stopping,
         )
         self._immediate_top: int | None = None  # the newest article immediate mail has seen
@@ -114,8 +149,33 @@ class Service:
         s = self.settings.schedule
         self.scheduler.every("scan", s.scan_interval, self.scan_job, start_now=False)
         self.scheduler.every("watch", WATCH_INTERVAL, self.reloader.watch, start_now=False)
-        self.scheduler.cron("digest:daily", s.daily, partial(self.digest_job, "daily"))
-        self.scheduler.cron("digest:weekly", s.weekly, partial(self.digest_job, "weekly"))
+        if self.leadership.shared:
+            beat = self.settings.cluster.failover_after / 3
+            self.scheduler.every("leadership", beat, self.leadership.check, start_now=False)
+            self.scheduler.every("help", HELP_EVERY, self.helper.check, start_now=False)
+        if self.leadership.leading:
+            self.scheduler.cron("digest:daily", s.daily, partial(self.digest_job, "daily"))
+            self.scheduler.cron("digest:weekly", s.weekly, partial(self.digest_job, "weekly"))
+        else:
+            self.scheduler.remove("digest:daily")
+            self.scheduler.remove("digest:weekly")
+
+    async def _lead(self) -> None:
+        """This host now leads: register the subscribers, record the articles at the next
+        scan, plan anew the runs whose planner died, catch up on missed ones, schedule."""
+        await asyncio.to_thread(self.reloader.register)
+        self.publisher.rebuild = True
+        for orphan in self.state.claims.active():
+            log.info("planning the %s digest run its leader left unfinished", orphan.frequency)
+            frequency: Frequency = orphan.frequency  # type: ignore[assignment]
+            self.scheduler.once(f"resume:{frequency}", partial(self.digest_job, frequency))
+        self.catch_up()
+        self._schedule()
+
+    async def _follow(self) -> None:
+        """This host no longer leads: its run in progress stops; its schedule of runs goes."""
+        self.mailer.interrupt("this host no longer leads; the new leader plans the run anew")
+        self._schedule()
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -129,6 +189,8 @@ class Service:
         if found.changed or time.monotonic() - self.mailer.last_start >= RETRY_PENDING_EVERY:
             # mail deferred by the server waits in the ledger: it is tried again now and then
             pending = self.state.deliveries.oldest_pending() is not None
+        if not self.leadership.leading:
+            return found.scan  # the leader plans the mail; this host helps send it
         # Not "did this scan record new articles": a daily or weekly run may have recorded them
         # first, and the immediate subscribers must get them all the same.
         top = self.state.articles.last_seq()
@@ -214,6 +276,7 @@ class Service:
                     "pending_deliveries": self._pending_count(),
                     "oldest_pending": stamp(oldest),
                     "next_runs": self.scheduler.next_times(),
+                    "cluster": self.leadership.report(),
                 }
             )
         return body, healthy
@@ -257,9 +320,11 @@ class Service:
             header_timeout=server.header_timeout,
         )
         await self._http.start()
+        await self.leadership.check()  # the role first: only a leader records and plans
         await self.scan_job()  # before anything else: articles are recorded before subscribers
         if not self.stopping.is_set():  # a SIGTERM during the first scan: straight to shutdown
-            self.catch_up()
+            if self.leadership.leading:
+                self.catch_up()
             self._schedule()
             self.scheduler.start()
             log.info(
@@ -298,6 +363,7 @@ class Service:
                 # a scan in progress finishes (it may be writing files or the ledger) and
                 # so does what is in flight; then nothing touches the state any more
                 await self.mailer.settled()
+                await self.helper.settled()
                 async with self.publisher.scanning, self.mailer.sending:
                     pass
         except TimeoutError:
@@ -305,13 +371,17 @@ class Service:
         self.scheduler.shutdown()
         if self._http is not None:
             await self._http.stop()
+        self.leadership.release()
         self.state.close()
         log.info("stopped")
 
 
 def run_service(settings: Settings, config_file: Path) -> int:
-    """Run until SIGTERM/SIGINT; holds the state's runner lock the whole time."""
+    """Run until SIGTERM/SIGINT. On a SQLite state, hold its file lock the whole time (a second
+    instance stops before it touches anything); on PostgreSQL, lead or stand by."""
     state = State(settings.state.url)
-    # the lock first: a second instance must stop before it touches anything
-    with held(runner_lock(state), "run"):
+    if state.db.dialect == "postgresql":
         return asyncio.run(Service(settings, config_file, state).serve())
+    lock = runner_lock(state, settings.cluster.name)
+    with held(lock, "run"):
+        return asyncio.run(Service(settings, config_file, state, lock).serve())
