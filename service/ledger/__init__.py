@@ -4,8 +4,8 @@ schema (the tables), db (the engine, transactions, driver-level statements), one
 noun: articles (sequence numbers), subscribers (cursors, unsubscriptions, suspensions),
 deliveries (one row per message, committed before it is sent), claims (runs in progress and
 the batches of their deliveries that hosts take), runs (the last run of each job), keys (the
-generated signing key); lock (one runner per state: a file, or a leader on PostgreSQL);
-migrations (the schema's history).
+generated signing key), suppressions (addresses not mailed: bounces, complaints); lock (one
+runner per state: a file, or a leader on PostgreSQL); migrations (the schema's history).
 
 ``State`` opens the database and offers each noun as an attribute: ``state.articles.record()``.
 
@@ -28,6 +28,7 @@ from service.ledger.keys import Keys
 from service.ledger.runs import Runs
 from service.ledger.schema import leaders
 from service.ledger.subscribers import Subscribers
+from service.ledger.suppressions import Suppressions
 
 __all__ = ["Leader", "State"]
 
@@ -54,6 +55,7 @@ class State:
         self.claims = Claims(self.db)
         self.runs = Runs(self.db)
         self.keys = Keys(self.db)
+        self.suppressions = Suppressions(self.db)
 
     @property
     def home(self) -> Path:

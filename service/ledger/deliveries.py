@@ -293,6 +293,21 @@ class Deliveries:
                 conn.execute(_ADVANCE, {"emails": keys[start : start + 500], "b_cursor": cursor})
         return created
 
+    def address_of(self, delivery_id: int) -> str | None:
+        """The address delivery ``delivery_id`` was for (None if there is no such delivery)."""
+        with self.db.tx() as conn:
+            return conn.scalar(select(deliveries.c.email).where(deliveries.c.id == delivery_id))
+
+    def by_message_id(self, message_id: str) -> list[tuple[int, str]]:
+        """(delivery id, address) of the deliveries that carried ``message_id``."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(deliveries.c.id, deliveries.c.email)
+                .where(deliveries.c.message_id == message_id)
+                .order_by(deliveries.c.id)
+            ).all()
+        return [(r.id, r.email) for r in rows]
+
     def pending(self) -> list[Delivery]:
         """Deliveries committed but not acknowledged (a crash, a 4xx, a dropped connection)."""
         with self.db.tx() as conn:

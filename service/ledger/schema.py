@@ -34,6 +34,7 @@ __all__ = [
     "STATUSES",
     "active_runs",
     "articles",
+    "bounces",
     "deliveries",
     "delivery_items",
     "leaders",
@@ -41,10 +42,13 @@ __all__ = [
     "metadata",
     "runs",
     "subscribers",
+    "suppressions",
 ]
 
 FREQUENCIES = ("immediate", "daily", "weekly")
 STATUSES = ("pending", "sent", "failed", "cancelled")
+SUPPRESSION_REASONS = ("hard_bounce", "complaint", "soft_bounces", "unsubscribe_mail")
+BOUNCE_KINDS = ("hard", "soft", "complaint", "unsubscribe")
 
 
 def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
@@ -108,6 +112,7 @@ deliveries = Table(
     Column("claimed_until", Moment),
     Index("deliveries_status", "status"),
     Index("deliveries_run", "run", "status"),
+    Index("deliveries_message_id", "message_id"),
     _one_of("status", STATUSES, "deliveries_status_known"),
     _one_of("frequency", FREQUENCIES, "deliveries_frequency"),
     sqlite_autoincrement=True,
@@ -145,4 +150,28 @@ active_runs = Table(
     Column("frequency", Text, nullable=False),
     Column("host", Text, nullable=False),
     Column("started", Moment, nullable=False),
+)
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email", Text, primary_key=True),  # lower-cased: never mailed while here
+    Column("reason", Text, nullable=False),
+    Column("since", Moment, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON: what said so, how it came in
+    _one_of("reason", SUPPRESSION_REASONS, "suppressions_reason"),
+)
+bounces = Table(
+    "bounces",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("at", Moment, nullable=False),
+    Column("status", Text),
+    Column("diagnostic", Text),
+    Column("delivery_id", Id),
+    Column("way", Text, nullable=False),  # pipe, maildir, imap
+    Index("bounces_email_at", "email", "at"),
+    _one_of("kind", BOUNCE_KINDS, "bounces_kind"),
+    sqlite_autoincrement=True,
 )

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.ledger.db import Database
 from service.ledger.deliveries import cancel_waiting
-from service.ledger.schema import articles, subscribers
+from service.ledger.schema import articles, subscribers, suppressions
 from service.model import Frequency, Subscriber
 
 __all__ = ["SubscriberState", "Subscribers"]
@@ -23,19 +23,20 @@ __all__ = ["SubscriberState", "Subscribers"]
 
 @dataclass(frozen=True, slots=True)
 class SubscriberState:
-    """What the ledger holds for one address: its cursor, whether it unsubscribed or is
-    suspended, and its permanent failures in a row."""
+    """What the ledger holds for one address: its cursor, whether it unsubscribed, is
+    suspended or on the suppression list, and its permanent failures in a row."""
 
     email: str
     cursor: int
     unsubscribed: bool
     suspended: bool
     failures: int = 0  # permanent failures in a row
+    suppressed: bool = False  # bounced hard, complained, asked to stop by mail
 
     @property
     def active(self) -> bool:
-        """Neither unsubscribed nor suspended: digests go to them."""
-        return not (self.unsubscribed or self.suspended)
+        """Neither unsubscribed, suspended nor suppressed: digests go to them."""
+        return not (self.unsubscribed or self.suspended or self.suppressed)
 
 
 class Subscribers:
@@ -49,6 +50,7 @@ class Subscribers:
         conditions: list[ColumnElement[bool]] = [
             subscribers.c.unsubscribed_at.is_(None),
             subscribers.c.suspended_at.is_(None),
+            ~exists().where(suppressions.c.email == subscribers.c.email),
         ]
         if frequency is not None:
             conditions.append(subscribers.c.frequency == frequency)
@@ -83,6 +85,9 @@ class Subscribers:
                     subscribers.c.failures,
                 ).where(subscribers.c.email.in_(keys))
             ).all()
+            barred = set(
+                conn.scalars(select(suppressions.c.email).where(suppressions.c.email.in_(keys)))
+            )
             found = {
                 r.email: SubscriberState(
                     r.email,
@@ -90,6 +95,7 @@ class Subscribers:
                     r.unsubscribed_at is not None,
                     r.suspended_at is not None,
                     r.failures,
+                    r.email in barred,
                 )
                 for r in rows
             }
@@ -113,7 +119,7 @@ class Subscribers:
                 if record:  # another process may register the same address at the same moment
                     conn.execute(self.db.insert_new(subscribers, "email"), list(new_rows.values()))
                 for key in new_rows:
-                    found[key] = SubscriberState(key, start, False, False)
+                    found[key] = SubscriberState(key, start, False, False, 0, key in barred)
             if record:
                 for s in chunk:
                     if s.key in frequencies and frequencies[s.key] != s.frequency:
