@@ -242,6 +242,7 @@ class BouncesSettings(_Section):
     imap_done_folder: str = "bantin-processed"
     soft_bounce_limit: int = Field(default=5, ge=1, le=1000)  # soft bounces within the days...
     soft_bounce_days: int = Field(default=14, ge=1, le=365)  # ...that suppress an address
+    poll_interval: int = Field(default=300, ge=10, le=86400)  # seconds between reads
 
     _plain = field_validator("imap_host", "imap_username", "imap_folder", "imap_done_folder")(
         _no_control_optional

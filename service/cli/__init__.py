@@ -19,7 +19,14 @@ from service.cli.content import cmd_build, cmd_check
 from service.cli.doctor import add_arguments as doctor_arguments
 from service.cli.doctor import cmd_doctor
 from service.cli.logs import setup_logging
-from service.cli.mail import cmd_digest, cmd_init, cmd_preview, cmd_resume, cmd_status
+from service.cli.mail import (
+    cmd_bounce,
+    cmd_digest,
+    cmd_init,
+    cmd_preview,
+    cmd_resume,
+    cmd_status,
+)
 from service.errors import BantinError
 from service.model import FREQUENCIES
 from service.settings import Settings, config_path, load_settings
@@ -27,6 +34,8 @@ from service.settings import Settings, config_path, load_settings
 __all__ = ["main", "parser"]
 
 log = logging.getLogger("bantin")
+
+EX_TEMPFAIL = 75  # sysexits.h: an MTA keeps the message and tries again
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -86,8 +95,15 @@ def parser() -> argparse.ArgumentParser:
         add("doctor", cmd_doctor, "check DNS (SPF, DKIM, DMARC, MX), the relay, unsubscribe, size")
     )
     add("status", cmd_status, "subscribers, last runs, pending and failed deliveries")
-    resume = add("resume", cmd_resume, "lift the suspension of EMAIL")
+    resume = add("resume", cmd_resume, "lift the suspension or suppression of EMAIL")
     resume.add_argument("email")
+    bounce = add(
+        "bounce",
+        cmd_bounce,
+        "read one bounce or complaint on stdin and act on it (for the MTA's pipe); "
+        "exit 75 when the state cannot be reached, so the MTA retries",
+    )
+    bounce.set_defaults(failure_status=EX_TEMPFAIL)
     return top
 
 
@@ -104,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             log.exception("bantin %s failed", args.command)
         print(f"bantin: {exc}", file=sys.stderr)
-        return 2
+        failure: int = getattr(args, "failure_status", 2)
+        return failure
     except KeyboardInterrupt:
         return 130

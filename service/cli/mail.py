@@ -1,4 +1,5 @@
-"""`bantin digest`, `preview`, `status` and `resume`: the subscribers' side, from the shell."""
+"""`bantin digest`, `preview`, `status`, `resume` and `bounce`: the subscribers' side, from the
+shell."""
 
 from __future__ import annotations
 
@@ -16,15 +17,18 @@ from service.ledger import State, migrations
 from service.ledger.lock import held, runner_lock
 from service.mail.compose import Composer
 from service.mail.compose_workers import default_processes
+from service.mail.intake import Intake
 from service.mail.mime import message_id, read_dkim_key
 from service.mail.news import news_for
+from service.mail.pace import paced_transport
 from service.mail.run import DigestRun, RunReport, run_digest
 from service.mail.subscribers import read_entries
-from service.mail.transport import transport_for
 from service.model import FREQUENCIES, Article, Frequency, Subscriber
 from service.settings import Settings
 
-__all__ = ["cmd_digest", "cmd_init", "cmd_preview", "cmd_resume", "cmd_status"]
+__all__ = ["cmd_bounce", "cmd_digest", "cmd_init", "cmd_preview", "cmd_resume", "cmd_status"]
+
+MAX_BOUNCE = 25 * 2**20  # bytes of a returned message bantin bounce reads
 
 
 def _published(
@@ -63,7 +67,7 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
             run = DigestRun(
                 state,
                 _composer(settings, state),
-                transport_for(settings),
+                paced_transport(settings),
                 frequency,
                 published,
                 read_entries(settings.mail.subscribers_file, known),
@@ -147,6 +151,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         problems = state.deliveries.problems()
         suspended = state.subscribers.addresses("suspended")
         unsubscribed = state.subscribers.addresses("unsubscribed")
+        suppressed = state.suppressions.all()
     finally:
         state.close()
     total = sum(by_frequency.values())
@@ -185,21 +190,62 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{title}:")
             for email, moment in rows:
                 print(f"  {email:<32} since {_when(moment, settings)}")
+    if suppressed:
+        print("Suppressed: bounced or complained, not mailed (bantin resume EMAIL):")
+        for s in suppressed:
+            said = s.evidence.get("status") or ""
+            diagnostic = s.evidence.get("diagnostic") or ""
+            why = f"{said} {diagnostic}".strip()
+            print(
+                f"  {s.email:<32} {s.reason.replace('_', ' '):<12} since "
+                f"{_when(s.since, settings)}" + (f"  {why[:100]}" if why else "")
+            )
     return 0
 
 
 def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
-    """`bantin resume`: lift EMAIL's suspension so the next run mails them; 1 if not suspended."""
+    """`bantin resume`: lift EMAIL's suspension and suppression so the next run mails them;
+    1 if it had neither."""
     state = State(settings.state.url)
     try:
         resumed = state.subscribers.resume(args.email)
+        lifted = state.suppressions.lift(args.email)
     finally:
         state.close()
-    if resumed:
-        print(f"{args.email} is no longer suspended; the next run mails them again")
+    if resumed or lifted:
+        what = " and ".join(
+            w for w, done in (("suspended", resumed), ("suppressed", lifted)) if done
+        )
+        print(f"{args.email} is no longer {what}; the next run mails them again")
         return 0
-    print(f"{args.email} was not suspended; nothing changed", file=sys.stderr)
+    print(f"{args.email} was neither suspended nor suppressed; nothing changed", file=sys.stderr)
     return 1
+
+
+def cmd_bounce(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin bounce`: read one returned message on stdin and act on it (see mail.intake).
+
+    For an MTA's pipe: 0 once the message is dealt with (acted on or not), 75 (EX_TEMPFAIL)
+    when the state cannot be reached, so the MTA keeps the message and tries again.
+    """
+    data = sys.stdin.buffer.read(MAX_BOUNCE + 1)
+    if len(data) > MAX_BOUNCE:
+        print(
+            f"bantin bounce: the message is over {MAX_BOUNCE // 2**20} MB; a bounce is never "
+            "that large, so it is not read",
+            file=sys.stderr,
+        )
+        return 0
+    state = State(settings.state.url)
+    try:
+        intake = Intake(
+            state, state.keys.secret_key(settings.server.secret_key), settings, clock.now
+        )
+        for handled in intake.take(data, "pipe"):
+            print(f"bantin bounce: {handled.kind}: {handled.why}")
+    finally:
+        state.close()
+    return 0
 
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:

@@ -24,9 +24,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from service.mail.transport import Outcome, Transport
+from service.mail.transport import Outcome, Transport, transport_for
+from service.settings import Settings
 
-__all__ = ["Pace", "PacedTransport", "is_throttle"]
+__all__ = ["Pace", "PacedTransport", "is_throttle", "paced_transport"]
 
 _THROTTLE = re.compile(
     r"slow(?:ing)?\s+down|\brat(?:e|es|ed)\b|rate[- ]?limit|too\s+many|throttl", re.IGNORECASE
@@ -139,6 +140,7 @@ class PacedTransport:
         self.retries = retries
         self.concurrency = transport.concurrency
         self.name = transport.name
+        self.timeout: float = getattr(transport, "timeout", 30.0)
         self.deferred = 0  # messages the relay throttled at least once (the run's "waited")
         self.gave_up = 0  # of those, messages still throttled after every retry
 
@@ -159,3 +161,9 @@ class PacedTransport:
     async def close(self) -> None:
         """Close the wrapped transport."""
         await self.transport.close()
+
+
+def paced_transport(settings: Settings) -> PacedTransport:
+    """The transport digest runs send through: the configured one, at a rate the relay takes
+    (``smtp.max_rate``, and slower for a while whenever it throttles)."""
+    return PacedTransport(transport_for(settings), Pace(settings.smtp.max_rate))

@@ -140,6 +140,7 @@ class Senders:
                         delivery.frequency,
                         delivery.message_id,
                         self.clock(),
+                        delivery.id,  # signs the mailto: unsubscribe fallback
                     ),
                 )
             )
@@ -173,7 +174,9 @@ class Senders:
             self.outcomes.stop(f"composing failed: {exc.__class__.__name__}: {exc}")
             log.exception("digest for %s not composed", attempt.subscriber.email)
             return
-        outcome = await self.transport.send(self.composer.sender, attempt.subscriber.email, message)
+        # with a bounce address, the envelope sender names this delivery (VERP)
+        sender = self.composer.envelope_sender(delivery.id, attempt.subscriber.email)
+        outcome = await self.transport.send(sender, attempt.subscriber.email, message)
         if outcome.ok and await self._ledger(lambda: self.outcomes.ack(delivery)) is GONE:
             return
         await self._ledger(lambda: self.outcomes.record(attempt, outcome))

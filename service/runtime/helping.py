@@ -19,8 +19,8 @@ from service.ledger import State
 from service.ledger.claims import ActiveRun
 from service.mail.compose_workers import ComposeWorkers, default_processes
 from service.mail.outcomes import Outcomes, RunReport
+from service.mail.pace import paced_transport
 from service.mail.senders import Senders
-from service.mail.transport import transport_for
 from service.metrics import Metrics
 from service.model import Article, Frequency
 from service.runtime.components import Components
@@ -80,7 +80,7 @@ class Helper:
         parts = self.current()
         frequency: Frequency = run.frequency  # type: ignore[assignment]
         report = RunReport(frequency)
-        transport = transport_for(parts.settings)
+        transport = paced_transport(parts.settings)
         outcomes = Outcomes(
             self.state, report, where=transport.name, clock=clock.now, metrics=self.metrics
         )

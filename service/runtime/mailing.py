@@ -16,9 +16,9 @@ from pathlib import Path
 from service.errors import BantinError
 from service.ledger import State
 from service.mail.compose_workers import default_processes
+from service.mail.pace import paced_transport
 from service.mail.run import DigestRun, run_digest
 from service.mail.subscribers import read_entries
-from service.mail.transport import transport_for
 from service.metrics import Metrics
 from service.model import Article, Frequency
 from service.runtime.components import Components
@@ -98,7 +98,7 @@ class Mailer:
             run = DigestRun(
                 self.state,
                 parts.composer,
-                transport_for(parts.settings),
+                paced_transport(parts.settings),
                 frequency,
                 published,
                 read_entries(self.subscribers),

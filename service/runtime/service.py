@@ -25,6 +25,7 @@ from service.mail.compose import Composer
 from service.mail.run import DigestRun
 from service.metrics import Metrics
 from service.model import Frequency
+from service.runtime.bounce_reading import BounceReader
 from service.runtime.cluster import Leadership
 from service.runtime.components import Components
 from service.runtime.health import Health, stamp
@@ -114,6 +115,9 @@ class Service:
             leading=leading,
             stopping=self.stopping,
         )
+        self.bounces = BounceReader(
+            self.state, self.health, current=lambda: self.parts, key=self.secret_key
+        )
         self._immediate_top: int | None = None  # the newest article immediate mail has seen
         self._http: HttpServer | None = None
         self._hup: asyncio.Task[None] | None = None  # a reload asked for by SIGHUP
@@ -159,6 +163,11 @@ class Service:
         else:
             self.scheduler.remove("digest:daily")
             self.scheduler.remove("digest:weekly")
+        if self.leadership.leading and self.bounces.configured():
+            interval = self.settings.bounces.poll_interval
+            self.scheduler.every("bounces", interval, self.bounces.poll, start_now=True)
+        else:
+            self.scheduler.remove("bounces")
 
     async def _lead(self) -> None:
         """This host now leads: register the subscribers, record the articles at the next
@@ -364,7 +373,7 @@ class Service:
                 # so does what is in flight; then nothing touches the state any more
                 await self.mailer.settled()
                 await self.helper.settled()
-                async with self.publisher.scanning, self.mailer.sending:
+                async with self.publisher.scanning, self.mailer.sending, self.bounces.reading:
                     pass
         except TimeoutError:
             log.warning("in-flight mail did not finish within %.0f s; it stays pending", STOP_GRACE)
