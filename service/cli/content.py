@@ -75,6 +75,12 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     try:
         scan = Source(settings.source.dir, settings.site.zone, *identities).scan()
         problems += [f"{settings.source.dir}/{p}" for p in scan.problems]
+        problems += [
+            f"{settings.source.dir}/{printable(a.source)}: {line}; no event is published from "
+            "this article until every row can be read"
+            for a in scan.articles
+            for line in a.event_problems
+        ]
         known = {a.category.slug: a.category.name for a in scan.articles}
         without_id = [a for a in scan.articles if a.id == a.source.rsplit(".", 1)[0]]
         if without_id:
