@@ -13,6 +13,8 @@ Frequency = Literal["immediate", "daily", "weekly"]
 FREQUENCIES: tuple[Frequency, ...] = ("immediate", "daily", "weekly")
 EventStatus = Literal["confirmed", "cancelled"]
 EVENT_STATUSES: tuple[EventStatus, ...] = ("confirmed", "cancelled")
+# Vietnamese day names as written in running text, Monday first (as datetime.weekday counts)
+WEEKDAYS_VI = ("thứ Hai", "thứ Ba", "thứ Tư", "thứ Năm", "thứ Sáu", "thứ Bảy", "Chủ nhật")
 
 
 @dataclass(frozen=True, slots=True)

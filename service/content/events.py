@@ -20,7 +20,7 @@ import lxml.html
 
 from service.content.markup import one_line, plain_text
 from service.errors import ArticleError
-from service.model import EVENT_STATUSES, Event, EventStatus
+from service.model import EVENT_STATUSES, WEEKDAYS_VI, Event, EventStatus
 
 __all__ = ["WEEKDAYS", "events_from_front_matter", "events_from_table", "parse_when"]
 
@@ -28,8 +28,7 @@ DateReader = Callable[[str, ZoneInfo], datetime]
 
 EXAMPLE = "07h30, thứ Ba 15/12/2026"
 _KEYS = ("title", "start", "end", "location", "host", "status", "uid")
-# Monday = 0, as datetime.weekday() counts
-WEEKDAYS = ("thứ Hai", "thứ Ba", "thứ Tư", "thứ Năm", "thứ Sáu", "thứ Bảy", "Chủ nhật")
+WEEKDAYS = WEEKDAYS_VI
 _WEEKDAY_WORDS = {"hai": 0, "ba": 1, "tư": 2, "năm": 3, "sáu": 4, "bảy": 5}
 _WEEKDAY_WORDS.update({str(n): n - 2 for n in range(2, 8)})  # thứ 2 = Monday ... thứ 7
 

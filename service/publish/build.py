@@ -15,7 +15,15 @@ from pathlib import Path
 from service import workers
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, TemplateError
-from service.model import Article
+from service.model import Article, Event
+from service.publish.calendars import (
+    CALENDAR_FILE,
+    EVENTS_FILE,
+    article_calendar,
+    calendar_window,
+    section_calendar,
+    upcoming,
+)
 from service.publish.feeds import FeedSpec, feed_files
 from service.publish.layout import FEED_FILES, category_prefix
 from service.publish.output import Output
@@ -102,8 +110,10 @@ class Builder:
             current.pop(key, None)
         last = self._pages
         for key in last.keys() - current.keys():
-            self._page_paths.discard(last[key].page_path() + "index.html")
-        self._page_paths.update(a.page_path() + "index.html" for a in stale if id(a) in current)
+            self._page_paths.difference_update(_article_files(last[key]))
+        for a in stale:
+            if id(a) in current:
+                self._page_paths.update(_article_files(a))
         produced |= self._page_paths
         written += pages_written
         self._pages = current
@@ -121,34 +131,48 @@ class Builder:
             if self.output.write(path, data):
                 written.append(path)
 
-        def unchanged(prefix: str, key: tuple[object, ...]) -> bool:
-            """True if the files under ``prefix`` were built from these very objects last time."""
-            slices[prefix] = key
-            last = self._slices.get(prefix)
+        def unchanged(name: str, key: tuple[object, ...], files: Iterable[str]) -> bool:
+            """True if ``files`` were built from these very objects last time (then they
+            count as produced, untouched)."""
+            slices[name] = key
+            last = self._slices.get(name)
             if (
                 last is None
                 or len(last) != len(key)
                 or any(a is not b for a, b in zip(last, key, strict=True))
             ):
                 return False
-            produced.update(prefix + name for name in (*FEED_FILES, "index.html"))
+            produced.update(files)
             return True
+
+        def feed_names(prefix: str) -> list[str]:
+            return [prefix + name for name in (*FEED_FILES, "index.html")]
 
         hub = settings.feeds.websub_hub
         recent = listed[:limit]
-        if not unchanged("", (*recent, *ordered)):
+        with_events = [a for a in listed if a.events]
+        soon = upcoming(with_events, now)
+        if not unchanged("", (*recent, *ordered, *_flat(soon)), feed_names("")):
             site_spec = FeedSpec(settings.site.title, "", recent)
             for path, data in feed_files(site_spec, settings.site, hub).items():
                 emit(path, data)
-            emit("index.html", self.pages.index(recent, ordered))
+            emit("index.html", self.pages.index(recent, ordered, soon))
+        window = calendar_window(with_events, now)
+        if not unchanged(CALENDAR_FILE, tuple(_flat(window)), [CALENDAR_FILE]):
+            emit(CALENDAR_FILE, section_calendar(settings.site.title, "", window, settings.site))
         for category, recent in sections:
             prefix = category_prefix(category.slug)
-            if unchanged(prefix, (category, *recent)):
-                continue
-            spec = FeedSpec(f"{settings.site.title}: {category.name}", prefix, recent)
-            for path, data in feed_files(spec, settings.site, hub).items():
-                emit(path, data)
-            emit(prefix + "index.html", self.pages.category(category, recent))
+            if not unchanged(prefix, (category, *recent), feed_names(prefix)):
+                spec = FeedSpec(f"{settings.site.title}: {category.name}", prefix, recent)
+                for path, data in feed_files(spec, settings.site, hub).items():
+                    emit(path, data)
+                emit(prefix + "index.html", self.pages.category(category, recent))
+            own = [a for a in with_events if a.category.slug == category.slug]
+            window = calendar_window(own, now)
+            path = prefix + CALENDAR_FILE
+            if not unchanged(path, (category, *_flat(window)), [path]):
+                name = f"{settings.site.title}: {category.name}"
+                emit(path, section_calendar(name, prefix, window, settings.site))
         self._slices = slices
         removed = self.output.finish(produced)
         problems = tuple(sorted(failed.values(), key=lambda e: e.path))
@@ -180,8 +204,8 @@ class Builder:
             if isinstance(outcome, TemplateError):
                 failures[id(article)] = _unrenderable(article, outcome)
                 errors.append(outcome)
-            elif outcome:
-                written.append(outcome)
+            else:
+                written += outcome
         alike = {(e.template, e.reason) for e in errors}
         fault = errors[0] if len(alike) == 1 and not errors[0].limit else None
         return written, failures, fault
@@ -207,15 +231,32 @@ def _start_page_worker(settings: Settings, templates_dir: Path) -> None:
     _worker_pages = (Pages(templates, settings), Output(settings.feeds.output_dir))
 
 
-def _write_page(pages: Pages, output: Output, article: Article) -> str | TemplateError | None:
-    """Render and write one article's page: its path if written, None if unchanged, or the
+def _article_files(article: Article) -> list[str]:
+    """The files written for one article: its page, and its calendar if it has events."""
+    page = article.page_path()
+    return [page + "index.html", page + EVENTS_FILE] if article.events else [page + "index.html"]
+
+
+def _flat(pairs: Iterable[tuple[Article, Event]]) -> Iterable[object]:
+    for article, event in pairs:
+        yield article
+        yield event
+
+
+def _write_page(pages: Pages, output: Output, article: Article) -> list[str] | TemplateError:
+    """Render and write one article's page (and its events.ics): the paths written, or the
     error that keeps it unpublished."""
     path = article.page_path() + "index.html"
     try:
         data = pages.article(article)
     except TemplateError as exc:
         return exc
-    return path if output.write(path, data) else None
+    written = [path] if output.write(path, data) else []
+    if article.events:
+        ics = article.page_path() + EVENTS_FILE
+        if output.write(ics, article_calendar(article, pages.site)):
+            written.append(ics)
+    return written
 
 
 def _unrenderable(article: Article, exc: TemplateError) -> ArticleError:
@@ -236,7 +277,7 @@ def page_problems(pages: Pages, articles: Iterable[Article]) -> list[ArticleErro
     return problems
 
 
-def _write_page_batch(articles: list[Article]) -> list[str | TemplateError | None]:
+def _write_page_batch(articles: list[Article]) -> list[list[str] | TemplateError]:
     """In a worker process: render and write these article pages."""
     assert _worker_pages is not None, "worker not initialised"
     pages, output = _worker_pages

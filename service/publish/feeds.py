@@ -17,6 +17,7 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from service.model import Article
+from service.publish.calendars import feed_events
 from service.settings import SiteSettings
 
 __all__ = ["FeedSpec", "feed_files"]
@@ -169,6 +170,8 @@ def _json(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
         }
         if article.author:
             item["authors"] = [{"name": article.author}]
+        if article.events:  # a JSON Feed extension: keys that start with "_"
+            item["_bantin"] = {"events": feed_events(article, site)}
         items.append(item)
     feed["items"] = items
     return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.model import Article, Category
+from service.model import Article, Category, Event
+from service.publish.calendars import CALENDAR_FILE, EVENTS_FILE, event_links, json_ld, webcal
 from service.publish.layout import category_prefix
 from service.settings import Settings
 from service.templating import Templates
 
-__all__ = ["PAGE_TEMPLATES", "FeedLink", "Pages"]
+__all__ = ["PAGE_TEMPLATES", "CalendarLink", "FeedLink", "Pages"]
 
 PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2"]
 
@@ -22,6 +23,14 @@ class FeedLink:
     title: str
     url: str
     type: str
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarLink:
+    """A calendar file a page offers: to download (``url``) or subscribe to (``webcal``)."""
+
+    url: str
+    webcal: str
 
 
 class Pages:
@@ -40,12 +49,25 @@ class Pages:
             FeedLink(f"{title} (JSON Feed)", f"{base}feed.json", "application/feed+json"),
         ]
 
-    def index(self, recent: Sequence[Article], categories: Sequence[Category]) -> bytes:
-        """The home page: recent articles and categories; TemplateError if it cannot be rendered."""
+    def calendar_link(self, path: str) -> CalendarLink:
+        """The links of the calendar file at ``path`` under the output directory."""
+        url = f"{self.site.base_url}/{path}"
+        return CalendarLink(url, webcal(url))
+
+    def index(
+        self,
+        recent: Sequence[Article],
+        categories: Sequence[Category],
+        upcoming: Sequence[tuple[Article, Event]] = (),
+    ) -> bytes:
+        """The home page: recent articles, upcoming events and categories; TemplateError if it
+        cannot be rendered."""
         return self._render(
             "index.html.j2",
             articles=recent,
             categories=categories,
+            upcoming=upcoming,
+            calendar=self.calendar_link(CALENDAR_FILE),
             feeds=self.feed_links("", self.site.title),
         )
 
@@ -56,15 +78,21 @@ class Pages:
             "category.html.j2",
             category=category,
             articles=recent,
+            calendar=self.calendar_link(prefix + CALENDAR_FILE),
             feeds=self.feed_links(prefix, f"{self.site.title}: {category.name}"),
         )
 
     def article(self, article: Article) -> bytes:
-        """An article's own page; TemplateError if it cannot be rendered."""
+        """An article's own page, with its events; TemplateError if it cannot be rendered."""
+        prefix = category_prefix(article.category.slug)
         return self._render(
             "article.html.j2",
             article=article,
-            feeds=self.feed_links(category_prefix(article.category.slug), article.category.name),
+            events=event_links(article, self.site),
+            events_file=self.calendar_link(article.page_path() + EVENTS_FILE),
+            json_ld=json_ld(article, self.site),
+            calendar=self.calendar_link(prefix + CALENDAR_FILE),
+            feeds=self.feed_links(prefix, article.category.name),
         )
 
     def _render(self, name: str, **context: object) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import feedparser
+import icalendar
 import pytest
 from lxml import etree, html
 
@@ -59,17 +60,18 @@ def test_first_build_writes_every_file(settings: Settings, write: Write, public:
     report = build(settings)
     assert report.published == 2
     expected = {
-        "rss.xml", "atom.xml", "feed.json", "index.html",
+        "rss.xml", "atom.xml", "feed.json", "index.html", "calendar.ics",
         "articles/a/index.html", "articles/b/index.html",
         "categories/lich-tiep-cong-dan/index.html", "categories/thong-bao/index.html",
         *(f"categories/{c}/{f}" for c in ("lich-tiep-cong-dan", "thong-bao")
-          for f in ("rss.xml", "atom.xml", "feed.json")),
+          for f in ("rss.xml", "atom.xml", "feed.json", "calendar.ics")),
     }  # fmt: skip
     assert set(report.written) == expected
     assert report.files == len(expected)
     on_disk = {str(p.relative_to(public)) for p in public.rglob("*") if p.is_file()}
     assert on_disk == expected | {MANIFEST}
-    assert set(report.feeds_written) == {p for p in expected if not p.endswith(".html")}
+    feeds = {p for p in expected if p.endswith(("rss.xml", "atom.xml", "feed.json"))}
+    assert set(report.feeds_written) == feeds
 
 
 def test_building_twice_rewrites_nothing(settings: Settings, write: Write, public: Path) -> None:
@@ -123,6 +125,7 @@ def test_removed_articles_lose_their_files_but_operator_files_survive(
         "categories/lich-tiep-cong-dan/rss.xml",
         "categories/lich-tiep-cong-dan/atom.xml",
         "categories/lich-tiep-cong-dan/feed.json",
+        "categories/lich-tiep-cong-dan/calendar.ics",
     }
     assert not (public / "articles/a/index.html").exists()
     assert (public / "robots.txt").read_text() == "User-agent: *\n"
@@ -207,6 +210,9 @@ def _links(document: bytes, kind: str) -> list[str]:
         for text in root.itertext():
             found += _href(text)
         return [f for f in found if f]
+    if kind == "ics":
+        calendar = icalendar.Calendar.from_ical(document)
+        return [str(c["URL"]) for c in calendar.walk() if "URL" in c]
     return _href(document.decode())
 
 
@@ -227,8 +233,10 @@ def test_every_link_under_base_url_resolves(settings: Settings, write: Write, pu
     for path in public.rglob("*"):
         if not path.is_file() or path.name == MANIFEST:
             continue
-        kind = {".xml": "xml", ".json": "json", ".html": "html"}[path.suffix]
+        kind = {".xml": "xml", ".json": "json", ".html": "html", ".ics": "ics"}[path.suffix]
         for url in _links(path.read_bytes(), kind):
+            if url.startswith("webcal://"):  # a subscription: the same file over https
+                url = "https://" + url.removeprefix("webcal://")
             if not url.startswith(BASE):
                 assert urlsplit(url).scheme in ("http", "https", "mailto", "tel"), url
                 continue
