@@ -7,6 +7,7 @@ index, and the small feeds, and nothing else.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,19 +16,12 @@ from pathlib import Path
 from service import workers
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, TemplateError
-from service.model import Article, Event
-from service.publish.calendars import (
-    CALENDAR_FILE,
-    EVENTS_FILE,
-    article_calendar,
-    calendar_window,
-    section_calendar,
-    upcoming,
-)
-from service.publish.feeds import FeedSpec, feed_files
-from service.publish.layout import FEED_FILES, category_prefix
+from service.model import Article
+from service.publish.calendars import EVENTS_FILE, article_calendar, upcoming
+from service.publish.layout import category_prefix
 from service.publish.output import Output
 from service.publish.pages import Pages
+from service.publish.sections import Section, SectionWriter, Writes, flat
 from service.settings import Settings
 from service.templating import Templates
 
@@ -87,7 +81,6 @@ class Builder:
     def _build(self, scan: Scan, now: datetime) -> BuildReport:
         self._forget_pages_if_templates_changed()
         settings = self.settings
-        limit = settings.feeds.max_items
         published = scan.published(now)
         written: list[str] = []
         produced: set[str] = set()
@@ -120,60 +113,28 @@ class Builder:
 
         failed = self._failed
         listed = [a for a in published if id(a) not in failed] if failed else published
-        sections = scan.recent_by_category(
-            now, limit, skip=(lambda a: id(a) in failed) if failed else None
-        )
+        skip = (lambda a: id(a) in failed) if failed else None
+        sections = scan.recent_by_category(now, len(listed), skip=skip)  # whole lists
         ordered = [category for category, _ in sections]
-        slices: dict[str, tuple[object, ...]] = {}
-
-        def emit(path: str, data: bytes) -> None:
-            produced.add(path)
-            if self.output.write(path, data):
-                written.append(path)
-
-        def unchanged(name: str, key: tuple[object, ...], files: Iterable[str]) -> bool:
-            """True if ``files`` were built from these very objects last time (then they
-            count as produced, untouched)."""
-            slices[name] = key
-            last = self._slices.get(name)
-            if (
-                last is None
-                or len(last) != len(key)
-                or any(a is not b for a, b in zip(last, key, strict=True))
-            ):
-                return False
-            produced.update(files)
-            return True
-
-        def feed_names(prefix: str) -> list[str]:
-            return [prefix + name for name in (*FEED_FILES, "index.html")]
-
-        hub = settings.feeds.websub_hub
-        recent = listed[:limit]
+        writes = Writes(self.output, self._slices, produced, written)
+        writer = SectionWriter(settings, self.pages, writes)
+        title = settings.site.title
         with_events = [a for a in listed if a.events]
         soon = upcoming(with_events, now)
-        if not unchanged("", (*recent, *ordered, *_flat(soon)), feed_names("")):
-            site_spec = FeedSpec(settings.site.title, "", recent)
-            for path, data in feed_files(site_spec, settings.site, hub).items():
-                emit(path, data)
-            emit("index.html", self.pages.index(recent, ordered, soon))
-        window = calendar_window(with_events, now)
-        if not unchanged(CALENDAR_FILE, tuple(_flat(window)), [CALENDAR_FILE]):
-            emit(CALENDAR_FILE, section_calendar(settings.site.title, "", window, settings.site))
-        for category, recent in sections:
-            prefix = category_prefix(category.slug)
-            if not unchanged(prefix, (category, *recent), feed_names(prefix)):
-                spec = FeedSpec(f"{settings.site.title}: {category.name}", prefix, recent)
-                for path, data in feed_files(spec, settings.site, hub).items():
-                    emit(path, data)
-                emit(prefix + "index.html", self.pages.category(category, recent))
+        site = Section("", title, listed)
+        writer.front(
+            site,
+            lambda recent, older: self.pages.index(recent, ordered, soon, older),
+            (*ordered, *flat(soon)),
+        )
+        writer.calendar(site, with_events, now)
+        for category, items in sections:
+            section = Section(category_prefix(category.slug), f"{title}: {category.name}", items)
+            writer.front(section, functools.partial(self.pages.category, category), (category,))
             own = [a for a in with_events if a.category.slug == category.slug]
-            window = calendar_window(own, now)
-            path = prefix + CALENDAR_FILE
-            if not unchanged(path, (category, *_flat(window)), [path]):
-                name = f"{settings.site.title}: {category.name}"
-                emit(path, section_calendar(name, prefix, window, settings.site))
-        self._slices = slices
+            writer.calendar(section, own, now)
+        writer.sitemap(listed, ordered)
+        self._slices = writes.keys
         removed = self.output.finish(produced)
         problems = tuple(sorted(failed.values(), key=lambda e: e.path))
         return BuildReport(len(listed), tuple(written), tuple(removed), len(produced), problems)
@@ -235,12 +196,6 @@ def _article_files(article: Article) -> list[str]:
     """The files written for one article: its page, and its calendar if it has events."""
     page = article.page_path()
     return [page + "index.html", page + EVENTS_FILE] if article.events else [page + "index.html"]
-
-
-def _flat(pairs: Iterable[tuple[Article, Event]]) -> Iterable[object]:
-    for article, event in pairs:
-        yield article
-        yield event
 
 
 def _write_page(pages: Pages, output: Output, article: Article) -> list[str] | TemplateError:

@@ -1,4 +1,4 @@
-"""Articles to HTML pages: the index, one page per article, one page per category."""
+"""Articles to HTML pages: the index, one page per article, one per category, the archive."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.model import Article, Category, Event
+from service.publish.archive import archive_page_path
 from service.publish.calendars import CALENDAR_FILE, EVENTS_FILE, event_links, json_ld, webcal
 from service.publish.layout import category_prefix
 from service.settings import Settings
@@ -13,7 +14,7 @@ from service.templating import Templates
 
 __all__ = ["PAGE_TEMPLATES", "CalendarLink", "FeedLink", "Pages"]
 
-PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2"]
+PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2", "archive.html.j2"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,25 +60,31 @@ class Pages:
         recent: Sequence[Article],
         categories: Sequence[Category],
         upcoming: Sequence[tuple[Article, Event]] = (),
+        older: int | None = None,
     ) -> bytes:
-        """The home page: recent articles, upcoming events and categories; TemplateError if it
-        cannot be rendered."""
+        """The home page: recent articles, upcoming events, categories, and a link to archive
+        page ``older`` (the newest); TemplateError if it cannot be rendered."""
         return self._render(
             "index.html.j2",
             articles=recent,
             categories=categories,
             upcoming=upcoming,
+            older=self._page_url("", older),
             calendar=self.calendar_link(CALENDAR_FILE),
             feeds=self.feed_links("", self.site.title),
         )
 
-    def category(self, category: Category, recent: Sequence[Article]) -> bytes:
-        """A category's page with its recent articles; TemplateError if it cannot be rendered."""
+    def category(
+        self, category: Category, recent: Sequence[Article], older: int | None = None
+    ) -> bytes:
+        """A category's page with its recent articles and a link to its newest archive page
+        ``older``; TemplateError if it cannot be rendered."""
         prefix = category_prefix(category.slug)
         return self._render(
             "category.html.j2",
             category=category,
             articles=recent,
+            older=self._page_url(prefix, older),
             calendar=self.calendar_link(prefix + CALENDAR_FILE),
             feeds=self.feed_links(prefix, f"{self.site.title}: {category.name}"),
         )
@@ -94,6 +101,32 @@ class Pages:
             calendar=self.calendar_link(prefix + CALENDAR_FILE),
             feeds=self.feed_links(prefix, article.category.name),
         )
+
+    def archive(
+        self, title: str, prefix: str, number: int, articles: Sequence[Article], full: bool
+    ) -> bytes:
+        """Archive page ``number`` (1 = oldest) of the section under ``prefix``.
+
+        Its links depend only on its number and fullness, never on how many pages there are:
+        a full page links the next page up, which always exists (it may be empty), so it is
+        never rewritten when newer articles arrive.
+        """
+        front = f"{self.site.base_url}/{prefix}"
+        return self._render(
+            "archive.html.j2",
+            title=title,
+            number=number,
+            articles=articles,
+            front=front,
+            newer=self._page_url(prefix, number + 1) if full else front,
+            older=self._page_url(prefix, number - 1 if number > 1 else None),
+            feeds=self.feed_links(prefix, title),
+        )
+
+    def _page_url(self, prefix: str, number: int | None) -> str | None:
+        if number is None:
+            return None
+        return f"{self.site.base_url}/{archive_page_path(prefix, number)}"
 
     def _render(self, name: str, **context: object) -> bytes:
         return self.templates.render(

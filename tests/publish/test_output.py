@@ -61,6 +61,7 @@ def test_first_build_writes_every_file(settings: Settings, write: Write, public:
     assert report.published == 2
     expected = {
         "rss.xml", "atom.xml", "feed.json", "index.html", "calendar.ics",
+        "sitemap.xml", "robots.txt",
         "articles/a/index.html", "articles/b/index.html",
         "categories/lich-tiep-cong-dan/index.html", "categories/thong-bao/index.html",
         *(f"categories/{c}/{f}" for c in ("lich-tiep-cong-dan", "thong-bao")
@@ -207,9 +208,13 @@ def _links(document: bytes, kind: str) -> list[str]:
         root = etree.fromstring(document)
         found = [e.get("href") for e in root.iter("{http://www.w3.org/2005/Atom}link")]
         found += [e.text for e in root.iter("link")]
+        found += [e.text for e in root.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
         for text in root.itertext():
             found += _href(text)
         return [f for f in found if f]
+    if kind == "txt":  # robots.txt
+        return [line.split(":", 1)[1].strip() for line in document.decode().splitlines()
+                if line.startswith("Sitemap:")]  # fmt: skip
     if kind == "ics":
         calendar = icalendar.Calendar.from_ical(document)
         return [str(c["URL"]) for c in calendar.walk() if "URL" in c]
@@ -233,7 +238,9 @@ def test_every_link_under_base_url_resolves(settings: Settings, write: Write, pu
     for path in public.rglob("*"):
         if not path.is_file() or path.name == MANIFEST:
             continue
-        kind = {".xml": "xml", ".json": "json", ".html": "html", ".ics": "ics"}[path.suffix]
+        kind = {".xml": "xml", ".json": "json", ".html": "html", ".ics": "ics", ".txt": "txt"}[
+            path.suffix
+        ]
         for url in _links(path.read_bytes(), kind):
             if url.startswith("webcal://"):  # a subscription: the same file over https
                 url = "https://" + url.removeprefix("webcal://")
