@@ -21,6 +21,7 @@ from service.publish.calendars import EVENTS_FILE, article_calendar, upcoming
 from service.publish.layout import category_prefix
 from service.publish.output import Output
 from service.publish.pages import Pages
+from service.publish.search import SEARCH_SCRIPT
 from service.publish.sections import Section, SectionWriter, Writes, flat
 from service.settings import Settings
 from service.templating import Templates
@@ -129,11 +130,16 @@ class Builder:
         )
         writer.calendar(site, with_events, now)
         for category, items in sections:
-            section = Section(category_prefix(category.slug), f"{title}: {category.name}", items)
+            section = Section(
+                category_prefix(category.slug), f"{title}: {category.name}", items, category
+            )
             writer.front(section, functools.partial(self.pages.category, category), (category,))
             own = [a for a in with_events if a.category.slug == category.slug]
             writer.calendar(section, own, now)
         writer.sitemap(listed, ordered)
+        script = self.templates_dir / SEARCH_SCRIPT
+        if script.is_file():  # the search box's script, as the operator's templates have it
+            writes.emit("assets/" + SEARCH_SCRIPT, script.read_bytes())
         self._slices = writes.keys
         removed = self.output.finish(produced)
         problems = tuple(sorted(failed.values(), key=lambda e: e.path))

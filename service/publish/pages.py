@@ -9,6 +9,7 @@ from service.model import Article, Category, Event
 from service.publish.archive import archive_page_path
 from service.publish.calendars import CALENDAR_FILE, EVENTS_FILE, event_links, json_ld, webcal
 from service.publish.layout import category_prefix
+from service.publish.search import search_alternates
 from service.settings import Settings
 from service.templating import Templates
 
@@ -98,14 +99,22 @@ class Pages:
             events=event_links(article, self.site),
             events_file=self.calendar_link(article.page_path() + EVENTS_FILE),
             json_ld=json_ld(article, self.site),
+            search_alternates=search_alternates(article.title, article.content_html),
             calendar=self.calendar_link(prefix + CALENDAR_FILE),
             feeds=self.feed_links(prefix, article.category.name),
         )
 
     def archive(
-        self, title: str, prefix: str, number: int, articles: Sequence[Article], full: bool
+        self,
+        title: str,
+        prefix: str,
+        number: int,
+        articles: Sequence[Article],
+        full: bool,
+        heading: str = "Các tin đã đăng",
     ) -> bytes:
-        """Archive page ``number`` (1 = oldest) of the section under ``prefix``.
+        """Archive page ``number`` (1 = oldest) of the section under ``prefix``, headed
+        ``heading``; ``title`` names its feeds.
 
         Its links depend only on its number and fullness, never on how many pages there are:
         a full page links the next page up, which always exists (it may be empty), so it is
@@ -114,7 +123,7 @@ class Pages:
         front = f"{self.site.base_url}/{prefix}"
         return self._render(
             "archive.html.j2",
-            title=title,
+            title=heading,
             number=number,
             articles=articles,
             front=front,

@@ -125,8 +125,10 @@ class SectionWriter:
         if self.writes.unchanged(name, (*chunk.articles, chunk.full), files):
             return
         articles = chunk.articles
+        heading = section.category.name if section.category else "Các tin đã đăng"
         self.writes.emit(
-            page, self.pages.archive(section.title, prefix, number, articles, chunk.full)
+            page,
+            self.pages.archive(section.title, prefix, number, articles, chunk.full, heading),
         )
         if feeds:
             spec = FeedSpec(section.title, prefix, articles, archive=number)

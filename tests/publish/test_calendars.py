@@ -242,6 +242,7 @@ def test_event_text_cannot_break_out_of_the_json_ld(
     )
     build(settings)
     page = (project / "public/articles/xau/index.html").read_text(encoding="utf-8")
-    scripts = re.findall(r"<script[^>]*>(.*?)</script>", page, re.S)
-    assert len(scripts) == 1
-    assert json.loads(scripts[0])["location"]["name"] == "</script><script>alert(1)</script> & <b>"
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    inline = [body for attributes, body in scripts if body.strip()]
+    assert len(inline) == 1 and len(scripts) == 2  # the JSON-LD, and search.js by its src
+    assert json.loads(inline[0])["location"]["name"] == "</script><script>alert(1)</script> & <b>"
