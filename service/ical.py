@@ -25,7 +25,13 @@ from icalendar import Event as VEvent
 
 from service.model import Article, Event
 
-__all__ = ["CalendarSpec", "SequenceOf", "calendar_bytes", "stateless_sequence"]
+__all__ = [
+    "CalendarSpec",
+    "SequenceOf",
+    "article_calendar_bytes",
+    "calendar_bytes",
+    "stateless_sequence",
+]
 
 SequenceOf = Callable[[Article, Event], int]
 PRODID = "-//bantin//bantin 0.1//VI"
@@ -102,6 +108,24 @@ def calendar_bytes(
         calendar.add_component(Timezone.from_tzid(spec.zone.key))
     data: bytes = calendar.to_ical()
     return data
+
+
+def article_calendar_bytes(
+    article: Article,
+    base_url: str,
+    zone: ZoneInfo,
+    sequence: SequenceOf = stateless_sequence,
+) -> bytes:
+    """The calendar of one article's events: its ``events.ics``, and the bytes a digest can
+    attach as ``text/calendar; charset=utf-8; method=PUBLISH``."""
+    spec = CalendarSpec(
+        name=article.title,
+        url=article.link(base_url),
+        zone=zone,
+        base_url=base_url,
+        description=article.summary,
+    )
+    return calendar_bytes(spec, [(article, e) for e in article.events], sequence)
 
 
 def _vevent(spec: CalendarSpec, article: Article, event: Event, sequence: int) -> VEvent:

@@ -16,13 +16,14 @@ from pathlib import Path
 from service import workers
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, TemplateError
+from service.ical import SequenceOf, stateless_sequence
 from service.model import Article
 from service.publish.calendars import EVENTS_FILE, article_calendar, upcoming
 from service.publish.layout import category_prefix
 from service.publish.output import Output
 from service.publish.pages import Pages
 from service.publish.search import SEARCH_SCRIPT
-from service.publish.sections import Section, SectionWriter, Writes, flat
+from service.publish.sections import Section, SectionWriter, SitemapMemory, Writes, flat
 from service.settings import Settings
 from service.templating import Templates
 
@@ -46,13 +47,19 @@ class BuildReport:
 class Builder:
     """Writes the output directory from scans, rendering only what changed since its last build."""
 
-    def __init__(self, settings: Settings, templates_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, templates_dir: Path, sequence: SequenceOf = stateless_sequence
+    ) -> None:
+        """``sequence`` gives each event's SEQUENCE (default: from the article's ``updated:``);
+        a ledger-backed one must be picklable (pages are rendered in worker processes) and
+        never below ``stateless_sequence``, which calendars may already hold."""
         self.settings = settings
         self.templates_dir = templates_dir
         self.output = Output(settings.feeds.output_dir)
         self.pages = Pages(
             Templates(templates_dir, zone=settings.site.zone, language=settings.site.language),
             settings,
+            sequence,
         )
         # id -> article of every page written (the objects are held, so ids are not reused)
         self._pages: dict[int, Article] = {}
@@ -63,6 +70,7 @@ class Builder:
         # id -> why the page of that article object could not be rendered (tried again when
         # the article or a template changes)
         self._failed: dict[int, ArticleError] = {}
+        self._sitemap = SitemapMemory()
 
     def build(self, scan: Scan, now: datetime) -> BuildReport:
         """Write every file for the articles of ``scan`` published at ``now``.
@@ -118,7 +126,7 @@ class Builder:
         sections = scan.recent_by_category(now, len(listed), skip=skip)  # whole lists
         ordered = [category for category, _ in sections]
         writes = Writes(self.output, self._slices, produced, written)
-        writer = SectionWriter(settings, self.pages, writes)
+        writer = SectionWriter(settings, self.pages, writes, self._sitemap)
         title = settings.site.title
         with_events = [a for a in listed if a.events]
         soon = upcoming(with_events, now)
@@ -161,7 +169,7 @@ class Builder:
                 _write_page_batch,
                 articles,
                 initializer=_start_page_worker,
-                initargs=(self.settings, self.templates_dir),
+                initargs=(self.settings, self.templates_dir, self.pages.sequence),
             ):
                 results += batch
         written: list[str] = []
@@ -192,10 +200,10 @@ class Builder:
 _worker_pages: tuple[Pages, Output] | None = None
 
 
-def _start_page_worker(settings: Settings, templates_dir: Path) -> None:
+def _start_page_worker(settings: Settings, templates_dir: Path, sequence: SequenceOf) -> None:
     global _worker_pages
     templates = Templates(templates_dir, zone=settings.site.zone, language=settings.site.language)
-    _worker_pages = (Pages(templates, settings), Output(settings.feeds.output_dir))
+    _worker_pages = (Pages(templates, settings, sequence), Output(settings.feeds.output_dir))
 
 
 def _article_files(article: Article) -> list[str]:
@@ -215,7 +223,7 @@ def _write_page(pages: Pages, output: Output, article: Article) -> list[str] | T
     written = [path] if output.write(path, data) else []
     if article.events:
         ics = article.page_path() + EVENTS_FILE
-        if output.write(ics, article_calendar(article, pages.site)):
+        if output.write(ics, article_calendar(article, pages.site, pages.sequence)):
             written.append(ics)
     return written
 

@@ -17,7 +17,14 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from markupsafe import Markup
 
-from service.ical import CalendarSpec, SequenceOf, calendar_bytes, description, stateless_sequence
+from service.ical import (
+    CalendarSpec,
+    SequenceOf,
+    article_calendar_bytes,
+    calendar_bytes,
+    description,
+    stateless_sequence,
+)
 from service.model import Article, Event
 from service.settings import SiteSettings
 
@@ -77,14 +84,7 @@ def article_calendar(
     article: Article, site: SiteSettings, sequence: SequenceOf = stateless_sequence
 ) -> bytes:
     """The ``events.ics`` of one article: every event it announces."""
-    spec = CalendarSpec(
-        name=article.title,
-        url=article.link(site.base_url),
-        zone=site.zone,
-        base_url=site.base_url,
-        description=article.summary,
-    )
-    return calendar_bytes(spec, [(article, e) for e in article.events], sequence)
+    return article_calendar_bytes(article, site.base_url, site.zone, sequence)
 
 
 def section_calendar(

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
+from service.ical import SequenceOf, stateless_sequence
 from service.model import Article
 from service.publish.archive import archive_feed_path
 from service.publish.calendars import feed_events
@@ -41,6 +42,7 @@ class FeedSpec:
     articles: Sequence[Article]  # newest first, already cut to max_items
     prev_archive: int | None = None  # the number of the newest archive document before this
     archive: int | None = None  # this is archive document N, not the subscription feed
+    sequence: SequenceOf = stateless_sequence  # of the events in the JSON Feed extension
 
 
 def feed_files(spec: FeedSpec, site: SiteSettings, hub: str | None = None) -> dict[str, bytes]:
@@ -213,7 +215,7 @@ def _json(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
         if article.author:
             item["authors"] = [{"name": article.author}]
         if article.events:  # a JSON Feed extension: keys that start with "_"
-            item["_bantin"] = {"events": feed_events(article, site)}
+            item["_bantin"] = {"events": feed_events(article, site, spec.sequence)}
         items.append(item)
     feed["items"] = items
     return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from service.ical import SequenceOf, stateless_sequence
 from service.model import Article, Category, Event
 from service.publish.archive import archive_page_path
 from service.publish.calendars import CALENDAR_FILE, EVENTS_FILE, event_links, json_ld, webcal
@@ -38,9 +39,12 @@ class CalendarLink:
 class Pages:
     """Renders pages with the operators' templates; every link is absolute under base_url."""
 
-    def __init__(self, templates: Templates, settings: Settings) -> None:
+    def __init__(
+        self, templates: Templates, settings: Settings, sequence: SequenceOf = stateless_sequence
+    ) -> None:
         self.templates = templates
         self.site = settings.site
+        self.sequence = sequence  # the SEQUENCE of every event this build publishes
 
     def feed_links(self, prefix: str, title: str) -> list[FeedLink]:
         """The RSS, Atom and JSON Feed links of the feeds under ``prefix``, titled ``title``."""

@@ -21,18 +21,20 @@ from service.publish.layout import FEED_FILES
 from service.publish.output import Output
 from service.publish.pages import Pages
 from service.publish.sitemap import (
+    ARTICLES_PER_FILE,
     MAX_URLS,
     ROBOTS,
     ROBOTS_MARK,
     SITEMAP,
     article_chunks,
+    article_url,
     robots,
     sitemap_index,
     urlset,
 )
 from service.settings import Settings
 
-__all__ = ["Section", "SectionWriter", "Writes"]
+__all__ = ["Section", "SectionWriter", "SitemapMemory", "Writes"]
 
 Key = tuple[object, ...]
 
@@ -59,14 +61,21 @@ class Writes:
         count as produced, and nothing is rendered."""
         self.keys[name] = key
         last = self.last.get(name)
-        if (
-            last is None
-            or len(last) != len(key)
-            or any(a is not b and a != b for a, b in zip(last, key, strict=True))
-        ):
+        # tuple equality runs in C and takes the same object as equal without asking it: for
+        # 100,000 unchanged articles this is a pointer comparison each
+        if last is None or not last == key:  # noqa: SIM201 (tuple ==, not a negated !=)
             return False
         self.produced.update(files)
         return True
+
+
+@dataclass
+class SitemapMemory:
+    """What the builder keeps of the sitemap between builds, so that a one-file edit makes one
+    line and not 100,000: each article's line, and each sitemap file's newest lastmod."""
+
+    lines: dict[int, tuple[Article, str]] = field(default_factory=dict)
+    lastmods: dict[str, datetime | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +98,27 @@ def flat(pairs: Iterable[tuple[Article, Event]]) -> Iterable[object]:
 class SectionWriter:
     """Writes sections through one build's ``Writes``."""
 
-    def __init__(self, settings: Settings, pages: Pages, writes: Writes) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pages: Pages,
+        writes: Writes,
+        memory: SitemapMemory | None = None,
+    ) -> None:
         self.settings = settings
         self.pages = pages
         self.writes = writes
+        self.memory = memory or SitemapMemory()
+
+    def _sitemap_line(self, article: Article) -> str:
+        lines = self.memory.lines
+        known = lines.get(id(article))
+        if known is None or known[0] is not article:
+            known = lines[id(article)] = (
+                article,
+                article_url(self.settings.site.base_url, article),
+            )
+        return known[1]
 
     def front(
         self, section: Section, render: Callable[[Sequence[Article], int | None], bytes], extra: Key
@@ -106,7 +132,13 @@ class SectionWriter:
         names = [section.prefix + name for name in (*FEED_FILES, "index.html")]
         if not self.writes.unchanged(section.prefix, (*recent, *extra, top), names):
             site = self.settings.site
-            spec = FeedSpec(section.title, section.prefix, recent, prev_archive=top)
+            spec = FeedSpec(
+                section.title,
+                section.prefix,
+                recent,
+                prev_archive=top,
+                sequence=self.pages.sequence,
+            )
             for path, data in feed_files(spec, site, self.settings.feeds.websub_hub).items():
                 self.writes.emit(path, data)
             self.writes.emit(section.prefix + "index.html", render(recent, top))
@@ -141,7 +173,10 @@ class SectionWriter:
         path = section.prefix + CALENDAR_FILE
         if not self.writes.unchanged(path, (section.title, *flat(window)), [path]):
             site = self.settings.site
-            self.writes.emit(path, section_calendar(section.title, section.prefix, window, site))
+            data = section_calendar(
+                section.title, section.prefix, window, site, self.pages.sequence
+            )
+            self.writes.emit(path, data)
 
     def sitemap(self, listed: Sequence[Article], categories: Sequence[Category]) -> None:
         """``sitemap.xml`` (an index of several beyond ``MAX_URLS``), and ``robots.txt`` unless
@@ -150,17 +185,26 @@ class SectionWriter:
         oldest_first = listed[::-1]
         if len(oldest_first) + len(categories) + 1 <= MAX_URLS:
             if not self.writes.unchanged(SITEMAP, (*oldest_first, *categories), [SITEMAP]):
-                self.writes.emit(SITEMAP, urlset(base, oldest_first, categories, home=True))
+                data = urlset(base, oldest_first, categories, True, self._sitemap_line)
+                self.writes.emit(SITEMAP, data)
         else:
             files: list[tuple[str, datetime | None]] = [("sitemaps/pages.xml", None)]
             if not self.writes.unchanged(files[0][0], tuple(categories), [files[0][0]]):
                 self.writes.emit(files[0][0], urlset(base, (), categories, home=True))
-            for number, chunk in enumerate(article_chunks(oldest_first, MAX_URLS), start=1):
+            lastmods = self.memory.lastmods
+            per_file = min(ARTICLES_PER_FILE, MAX_URLS)
+            for number, chunk in enumerate(article_chunks(oldest_first, per_file), start=1):
                 path = f"sitemaps/articles-{number}.xml"
-                files.append((path, max(a.modified for a in chunk)))
-                if not self.writes.unchanged(path, tuple(chunk), [path]):
-                    self.writes.emit(path, urlset(base, chunk))
+                if not self.writes.unchanged(path, tuple(chunk), [path]) or path not in lastmods:
+                    lastmods[path] = max(a.modified for a in chunk)
+                    self.writes.emit(path, urlset(base, chunk, lines=self._sitemap_line))
+                files.append((path, lastmods[path]))
             self.writes.emit(SITEMAP, sitemap_index(base, files))
+        lines = self.memory.lines
+        if len(lines) > 2 * len(listed) + 1000:  # forget the lines of articles gone
+            live = {id(a) for a in listed}
+            for key in [k for k in lines if k not in live]:
+                del lines[key]
         current = self.writes.output.read(ROBOTS)
         if current is None or current.startswith(ROBOTS_MARK):
             self.writes.emit(ROBOTS, robots(base))

@@ -2,13 +2,13 @@
 
 Up to 50,000 URLs (the sitemaps.org limit) ``sitemap.xml`` lists them all. Beyond that it is a
 sitemap index: ``sitemaps/pages.xml`` holds the home and category pages, and
-``sitemaps/articles-<n>.xml`` hold the article pages 50,000 at a time counted from the oldest,
+``sitemaps/articles-<n>.xml`` hold the article pages 10,000 at a time counted from the oldest,
 so that a new article rewrites the newest of them and the index, and nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from xml.sax.saxutils import escape
 
@@ -16,17 +16,22 @@ from service.model import Article, Category
 from service.publish.layout import category_prefix
 
 __all__ = [
+    "ARTICLES_PER_FILE",
     "MAX_URLS",
     "ROBOTS",
     "ROBOTS_MARK",
     "SITEMAP",
     "article_chunks",
+    "article_url",
     "robots",
     "sitemap_index",
     "urlset",
 ]
 
-MAX_URLS = 50_000
+MAX_URLS = 50_000  # in one sitemap file, as sitemaps.org allows
+# Past MAX_URLS the articles go into files of this many: a one-file edit then rewrites a
+# file of 10,000 lines, not 50,000
+ARTICLES_PER_FILE = 10_000
 SITEMAP = "sitemap.xml"
 ROBOTS = "robots.txt"
 # The first line of the robots.txt bantin writes: a robots.txt without it is the operator's own
@@ -40,19 +45,26 @@ def _url(location: str, modified: datetime | None) -> str:
     return f"<url><loc>{escape(location)}</loc>{lastmod}</url>\n"
 
 
+def article_url(base_url: str, article: Article) -> str:
+    """The ``<url>`` line of an article's page, with its ``lastmod`` (builds cache these)."""
+    return _url(f"{base_url}/{article.page_path()}", article.modified)
+
+
 def urlset(
     base_url: str,
     articles: Sequence[Article],
     categories: Sequence[Category] = (),
     home: bool = False,
+    lines: Callable[[Article], str] | None = None,
 ) -> bytes:
     """A ``<urlset>`` of the home page (if ``home``), the categories' pages and the articles'
-    own pages, each article with its ``lastmod``."""
+    own pages, each article with its ``lastmod``; ``lines`` gives an article's line (cached)."""
+    line = lines or (lambda article: article_url(base_url, article))
     parts = [_HEAD, f"<urlset {_NS}>\n"]
     if home:
         parts.append(_url(f"{base_url}/", None))
     parts += [_url(f"{base_url}/{category_prefix(c.slug)}", None) for c in categories]
-    parts += [_url(f"{base_url}/{a.page_path()}", a.modified) for a in articles]
+    parts += [line(a) for a in articles]
     parts.append("</urlset>\n")
     return "".join(parts).encode("utf-8")
 

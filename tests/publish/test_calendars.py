@@ -17,6 +17,8 @@ import pytest
 import vobject
 
 from service.content.source import Source
+from service.ical import stateless_sequence
+from service.model import Article, Event
 from service.publish.build import Builder, BuildReport
 from service.settings import Settings
 
@@ -246,3 +248,27 @@ def test_event_text_cannot_break_out_of_the_json_ld(
     inline = [body for attributes, body in scripts if body.strip()]
     assert len(inline) == 1 and len(scripts) == 2  # the JSON-LD, and search.js by its src
     assert json.loads(inline[0])["location"]["name"] == "</script><script>alert(1)</script> & <b>"
+
+
+def ledger_like(article: Article, event: Event) -> int:
+    """What a ledger-backed SEQUENCE could say: its own count, never below the stateless one."""
+    return max(stateless_sequence(article, event), 41) + 1
+
+
+def test_a_sequence_from_elsewhere_reaches_every_calendar_and_the_feed(
+    settings: Settings, public: Path
+) -> None:
+    Builder(settings, settings.site.templates_dir, sequence=ledger_like).build(
+        Source(settings.source.dir, settings.site.zone).scan(), NOW
+    )
+    for path in (
+        FRONT_PAGE + "events.ics",
+        "calendar.ics",
+        "categories/lich-tiep-cong-dan/calendar.ics",
+    ):
+        assert {e["sequence"] for e in read_both(public / path)} == {42}
+    feed = json.loads((public / "feed.json").read_text(encoding="utf-8"))
+    sequences = {
+        e["sequence"] for i in feed["items"] for e in i.get("_bantin", {}).get("events", [])
+    }
+    assert sequences == {42}
