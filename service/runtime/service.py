@@ -105,6 +105,8 @@ class Service:
             subscribers=self.reloader.snapshot,
             stopping=self.stopping,
             host=self.host,
+            # a run planned here gives back this host's claims: its help must be over first
+            before=lambda: self.helper.settled(),
         )
         self.helper = Helper(
             self.state,
