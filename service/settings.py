@@ -121,6 +121,13 @@ class FeedsSettings(_Section):
     websub_hub: str | None = None
 
 
+class SearchSettings(_Section):
+    """[search]: the memory Pagefind may take to index the archive (MiB); beyond it, indexing
+    stops with an error and the previous index stays, rather than the host running out."""
+
+    memory_limit: int = Field(default=4096, ge=256, le=1_048_576)
+
+
 class StateSettings(_Section):
     """[state]: the URL of the state database (the ledger)."""
 
@@ -329,6 +336,7 @@ class Settings(BaseSettings):
     site: SiteSettings
     source: SourceSettings = SourceSettings()
     feeds: FeedsSettings = FeedsSettings()
+    search: SearchSettings = SearchSettings()
     state: StateSettings = StateSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     mail: MailSettings = MailSettings()

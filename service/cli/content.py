@@ -54,7 +54,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         f"{report.files} files in {settings.feeds.output_dir}/ ({time.monotonic() - started:.2f} s)"
     )
     if getattr(args, "search", False):
-        indexed = index_site(settings.feeds.output_dir)
+        indexed = index_site(settings.feeds.output_dir, memory_mib=settings.search.memory_limit)
         print(
             f"bantin build: search index of {indexed.pages} pages, {indexed.bytes / 1e6:.1f} MB "
             f"in {settings.feeds.output_dir}/{SEARCH_DIR}/ ({indexed.seconds:.2f} s)"
