@@ -136,6 +136,7 @@ class Builder:
 
         hub = settings.feeds.websub_hub
         recent = listed[:limit]
+        self.pages.offer(ordered)  # the subscription form's categories
         if not unchanged("", (*recent, *ordered)):
             site_spec = FeedSpec(settings.site.title, "", recent)
             for path, data in feed_files(site_spec, settings.site, hub).items():

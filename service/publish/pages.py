@@ -1,14 +1,16 @@
-"""Articles to HTML pages: the index, one page per article, one page per category."""
+"""Articles to HTML pages: the index, one page per article, one page per category; the index and
+category pages carry the subscription form when it is on."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.model import Article, Category
+from service.content.slug import offered
+from service.model import Article, Category, SignupForm, consent_version
 from service.publish.layout import category_prefix
 from service.settings import Settings
-from service.templating import Templates
+from service.templating import Templates, render_consent
 
 __all__ = ["PAGE_TEMPLATES", "FeedLink", "Pages"]
 
@@ -30,6 +32,22 @@ class Pages:
     def __init__(self, templates: Templates, settings: Settings) -> None:
         self.templates = templates
         self.site = settings.site
+        self.subscribe = settings.subscribe
+        self.offered: tuple[Category, ...] = ()
+
+    def offer(self, categories: Sequence[Category]) -> None:
+        """The categories the articles have now: the form offers them (or those the operators
+        list in ``subscribe.categories``)."""
+        self.offered = offered(self.subscribe.categories, categories)
+
+    def signup_form(self, category: str | None = None) -> SignupForm | None:
+        """The subscription form as a page shows it (``category`` ticked), or None when the
+        form is off; TemplateError if its consent text cannot be rendered."""
+        if not self.subscribe.enabled:
+            return None
+        consent = render_consent(self.templates, site=self.site, hours=self.subscribe.confirm_hours)
+        chosen = frozenset({category} & {c.slug for c in self.offered}) if category else frozenset()
+        return SignupForm(self.offered, consent, consent_version(consent), chosen)
 
     def feed_links(self, prefix: str, title: str) -> list[FeedLink]:
         """The RSS, Atom and JSON Feed links of the feeds under ``prefix``, titled ``title``."""
@@ -46,6 +64,7 @@ class Pages:
             "index.html.j2",
             articles=recent,
             categories=categories,
+            signup=self.signup_form(),
             feeds=self.feed_links("", self.site.title),
         )
 
@@ -56,6 +75,7 @@ class Pages:
             "category.html.j2",
             category=category,
             articles=recent,
+            signup=self.signup_form(category.slug),
             feeds=self.feed_links(prefix, f"{self.site.title}: {category.name}"),
         )
 
