@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, update
 
 from service.ledger.db import Database
-from service.ledger.schema import articles
+from service.ledger.schema import articles, event_revisions
 
 __all__ = ["Articles"]
 
@@ -69,6 +69,38 @@ class Articles:
         known.update(new)
         known.update(changed)
         return len(new)
+
+    def record_events(self, revisions: Iterable[tuple[str, str, str]], now: datetime) -> None:
+        """Keep each (article id, revision, events as JSON) not kept yet: what an article's
+        sessions were at that revision, for the digests that say what changed."""
+        rows = [
+            {"article_id": a, "revision": r, "events": e, "first_seen": now}
+            for a, r, e in revisions
+        ]
+        if not rows:
+            return
+        with self.db.tx() as conn:
+            seen = {
+                (str(a), str(r))
+                for a, r in conn.execute(
+                    select(event_revisions.c.article_id, event_revisions.c.revision).where(
+                        event_revisions.c.article_id.in_({row["article_id"] for row in rows})
+                    )
+                )
+            }
+            fresh = [row for row in rows if (row["article_id"], row["revision"]) not in seen]
+            if fresh:
+                conn.execute(self.db.insert_new(event_revisions, "article_id", "revision"), fresh)
+
+    def event_history(self, article_id: str) -> list[tuple[str, str]]:
+        """(revision, events as JSON) of ``article_id``, the first seen first."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(event_revisions.c.revision, event_revisions.c.events)
+                .where(event_revisions.c.article_id == article_id)
+                .order_by(event_revisions.c.first_seen, event_revisions.c.revision)
+            )
+            return [(str(r), str(e)) for r, e in rows]
 
     def identities(self) -> tuple[dict[str, str], dict[str, str]]:
         """How a moved file is known again: (fingerprint -> id, path -> id) of the recorded
