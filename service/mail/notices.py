@@ -49,7 +49,7 @@ class Notices:
             "site": c.site,
             "base_url": c.site.base_url,
             "email": to.email,
-            "name": to.name,
+            "person": to.name,
             "confirm_url": confirm_url,
             "hours": hours,
             "preferences_url": preferences_url,

@@ -336,12 +336,21 @@ class Desk:
                 hours=int(context.get("hours", 0)),
                 preferences_url=str(context.get("preferences_url", "")),
             )
-        except TemplateError as exc:
+        except (TemplateError, ValueError) as exc:  # ValueError: a header refused by mime
             log.error("sign-up mail not composed: %s", exc)
             return
         transport = self.transport(settings)
         try:
             outcome = await transport.send(notices.sender, to.email, data)
+        except Exception as exc:  # a task nobody awaits: say it here, or it is lost
+            log.error(
+                "sign-up mail (%s) to %s not sent by %s: %s; the person can send the form again",
+                kind,
+                mask(to.key),
+                transport.name,
+                exc,
+            )
+            return
         finally:
             await transport.close()
         if outcome.ok:
