@@ -92,12 +92,9 @@ class Erasure:
 
     def is_forgotten(self, email: str) -> bool:
         """Whether ``email`` was forgotten (and has not signed up again since)."""
+        digest = self.keys.digest(email.lower())  # first: making the salt takes a transaction
         with self.db.tx() as conn:
-            found = conn.scalar(
-                select(forgotten.c.digest).where(
-                    forgotten.c.digest == self.keys.digest(email.lower())
-                )
-            )
+            found = conn.scalar(select(forgotten.c.digest).where(forgotten.c.digest == digest))
         return found is not None
 
     @staticmethod

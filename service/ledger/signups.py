@@ -101,6 +101,7 @@ class Signups:
     def standing(self, email: str) -> tuple[Signup | None, bool]:
         """The sign-up of ``email`` (if any), and whether the ledger mails the address now."""
         key = email.lower()
+        self.keys.salt()  # made first: making it takes a transaction of its own
         with self.db.tx() as conn:
             row = conn.execute(select(signups).where(signups.c.email == key)).first()
             return (None if row is None else _signup(row)), self._receives(conn, key)
@@ -137,6 +138,7 @@ class Signups:
         """
         key = subscriber.key
         version = consent_version(consent)
+        self.keys.salt()  # made first: making it takes a transaction of its own
         with self.db.tx() as conn:
             row = conn.execute(select(signups).where(signups.c.email == key)).first()
             if row is not None and row.status == "confirmed" and self._receives(conn, key):
@@ -174,6 +176,7 @@ class Signups:
         mailed; ``"stale"`` if there is no such request (a newer one replaced it, it was
         erased). The expiry of the link is the caller's to check."""
         key = email.lower()
+        self.keys.salt()  # made first: making it takes a transaction of its own
         with self.db.tx() as conn:
             row = conn.execute(select(signups).where(signups.c.email == key)).first()
             if row is None:
@@ -246,6 +249,7 @@ class Signups:
         sign-up; ``"barred"`` if it unsubscribed, was suppressed or forgotten: only the person
         can undo that, by confirming anew."""
         key = subscriber.key
+        self.keys.salt()  # made first: making it takes a transaction of its own
         with self.db.tx() as conn:
             row = conn.execute(select(signups.c.status).where(signups.c.email == key)).first()
             if row is not None and row.status == "confirmed":

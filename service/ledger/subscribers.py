@@ -96,6 +96,7 @@ class Subscribers:
         the sequence past those articles, to keep unseen subscribers from the back catalogue.
         """
         keys = [s.key for s in chunk]
+        self.keys.salt()  # made first: making it takes a transaction of its own
         with self.db.tx() as conn:
             rows = conn.execute(
                 select(
@@ -159,6 +160,7 @@ class Subscribers:
         """Record an unsubscription; True if it is new. Outlives the address staying in the file.
         A forgotten address is not written back: it is never mailed already."""
         key = email.lower()
+        self.keys.salt()  # made first: making it takes a transaction of its own
         with self.db.tx() as conn:
             if self.barred(conn, [key])[1]:
                 return False
