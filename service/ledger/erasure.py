@@ -82,13 +82,16 @@ class Erasure:
                 mentions = self._scrub_runs(conn, key)
                 if mentions:
                     removed["mentions in run summaries"] = mentions
+                # RETURNING, not rowcount: a skipped row's count is not the same on every driver
                 kept = conn.execute(
-                    self.db.insert_new(forgotten, "digest").values(digest=digest, since=now)
-                )
+                    self.db.insert_new(forgotten, "digest")
+                    .values(digest=digest, since=now)
+                    .returning(forgotten.c.digest)
+                ).first()
             finally:
                 self._secure_delete(conn, secure)
         self._checkpoint()
-        return Erased(removed, already=not kept.rowcount)
+        return Erased(removed, already=kept is None)
 
     def is_forgotten(self, email: str) -> bool:
         """Whether ``email`` was forgotten (and has not signed up again since)."""
