@@ -142,9 +142,11 @@ class Builder:
             for path, data in feed_files(site_spec, settings.site, hub).items():
                 emit(path, data)
             emit("index.html", self.pages.index(recent, ordered))
+        # a category page's form lists the categories offered: a new one renders them again
+        form = self.pages.offered if settings.subscribe.enabled else ()
         for category, recent in sections:
             prefix = category_prefix(category.slug)
-            if unchanged(prefix, (category, *recent)):
+            if unchanged(prefix, (category, *recent, *form)):
                 continue
             spec = FeedSpec(f"{settings.site.title}: {category.name}", prefix, recent)
             for path, data in feed_files(spec, settings.site, hub).items():

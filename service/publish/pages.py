@@ -38,7 +38,9 @@ class Pages:
     def offer(self, categories: Sequence[Category]) -> None:
         """The categories the articles have now: the form offers them (or those the operators
         list in ``subscribe.categories``)."""
-        self.offered = offered(self.subscribe.categories, categories)
+        now_offered = offered(self.subscribe.categories, categories)
+        if now_offered != self.offered:  # the same objects while equal: pages keyed on them
+            self.offered = now_offered
 
     def signup_form(self, category: str | None = None) -> SignupForm | None:
         """The subscription form as a page shows it (``category`` ticked), or None when the
