@@ -187,3 +187,19 @@ def test_forget_leaves_nothing_but_the_salted_hash(
     write("2026/lai.md", article("Tin đăng ký lại", 0))
     assert bantin(config, "digest") == 0
     assert outbox(project).count("hoa@example.org") == 2
+
+
+def test_check_refuses_the_form_without_its_templates(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = configure(project)
+    assert bantin(config, "check") == 0
+    (project / "templates" / "subscribe_consent.txt.j2").unlink()
+    capsys.readouterr()
+    assert bantin(config, "check") == 1
+    assert "subscribe_consent.txt.j2" in capsys.readouterr().out
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("enabled = true", "enabled = false"),
+        encoding="utf-8",
+    )
+    assert bantin(config, "check") == 0  # the form off needs none of them

@@ -375,3 +375,43 @@ def test_a_file_subscriber_wins_and_her_page_says_so(service: tuple[Bantin, Mail
     )
     assert "Địa chỉ này do cơ quan quản lý" in changed.text
     assert 'frequency = "immediate"' in bantin.subscribers_file.read_text(encoding="utf-8")
+
+
+def test_the_hourly_limit_spares_the_relay_and_the_form_can_be_switched_off_live(
+    project: Path,
+) -> None:
+    with smtp_server() as (port, mailbox):
+        bantin = _start(project, port, "hourly_limit = 3\n")
+        try:
+            bantin.start()
+            for n in range(3):
+                assert submit(bantin, f"n{n}@example.org", client=f"192.0.2.{n + 1}").is_success
+            full = submit(bantin, "n3@example.org", client="192.0.2.9")
+            assert full.status_code == 503
+            assert "Xin thử lại sau" in full.text
+            bantin.wait(lambda: mailbox.count() == 3, 10, "three confirmation mails")
+            settle()
+            assert mailbox.to("n3@example.org") == []
+
+            # Off: the pages lose the form at the next build, the endpoints answer 404.
+            config = bantin.config.read_text(encoding="utf-8")
+            bantin.write_config(config.replace("enabled = true", "enabled = false"))
+            bantin.wait(lambda: "<form" not in bantin.get("/").text, 10, "the form gone")
+            assert bantin.get("/subscribe").status_code == 404
+            closed = submit_closed(bantin)
+            assert closed.status_code == 404
+            assert "Chưa mở đăng ký" in closed.text
+            settle()
+            assert mailbox.count() == 3
+        finally:
+            bantin.stop()
+            print(f"--- service log ---\n{bantin.log_text()}")
+
+
+def submit_closed(bantin: Bantin) -> httpx.Response:
+    return httpx.post(
+        bantin.url + "/subscribe",
+        data={"email": "muon@example.org", "frequency": "daily", "v": "0"},
+        headers={"Origin": bantin.url},
+        timeout=5,
+    )
