@@ -268,6 +268,11 @@ def test_forms_from_other_sites_and_oversized_fields_are_refused(
     assert "signup-email-problem" in bad.text
     twice = submit(bantin, "lan@example.org", frequency=["daily", "weekly"])
     assert twice.status_code == 400
+    hourly = submit(bantin, "lan@example.org", frequency="hourly")
+    assert hourly.status_code == 400
+    # a screen reader hears the fault with the group it belongs to
+    assert 'aria-describedby="signup-frequency-problem"' in hourly.text
+    assert 'id="signup-frequency-problem"' in hourly.text
     settle()
     assert mailbox.count() == 0
     assert signups(bantin) == "0 confirmed, 0 pending, 0 expired"
