@@ -71,24 +71,38 @@ class Articles:
         return len(new)
 
     def record_events(self, revisions: Iterable[tuple[str, str, str]], now: datetime) -> None:
-        """Keep each (article id, revision, events as JSON) not kept yet: what an article's
-        sessions were at that revision, for the digests that say what changed."""
-        rows = [
-            {"article_id": a, "revision": r, "events": e, "first_seen": now}
-            for a, r, e in revisions
-        ]
-        if not rows:
+        """Keep each (article id, revision, events as JSON) not kept yet, numbered in the order
+        seen: what an article's sessions were at that revision, for the digests that say what
+        changed and the SEQUENCE numbers of calendars."""
+        wanted = {(a, r): e for a, r, e in revisions}
+        if not wanted:
             return
         with self.db.tx() as conn:
-            seen = {
-                (str(a), str(r))
-                for a, r in conn.execute(
-                    select(event_revisions.c.article_id, event_revisions.c.revision).where(
-                        event_revisions.c.article_id.in_({row["article_id"] for row in rows})
-                    )
+            numbers: dict[str, int] = {}
+            seen: set[tuple[str, str]] = set()
+            for article_id, revision, number in conn.execute(
+                select(
+                    event_revisions.c.article_id,
+                    event_revisions.c.revision,
+                    event_revisions.c.number,
+                ).where(event_revisions.c.article_id.in_({a for a, _ in wanted}))
+            ):
+                seen.add((str(article_id), str(revision)))
+                numbers[article_id] = max(numbers.get(article_id, 0), int(number))
+            fresh = []
+            for (article_id, revision), events in wanted.items():
+                if (article_id, revision) in seen:
+                    continue
+                numbers[article_id] = numbers.get(article_id, 0) + 1
+                fresh.append(
+                    {
+                        "article_id": article_id,
+                        "revision": revision,
+                        "number": numbers[article_id],
+                        "events": events,
+                        "first_seen": now,
+                    }
                 )
-            }
-            fresh = [row for row in rows if (row["article_id"], row["revision"]) not in seen]
             if fresh:
                 conn.execute(self.db.insert_new(event_revisions, "article_id", "revision"), fresh)
 
@@ -98,7 +112,7 @@ class Articles:
             rows = conn.execute(
                 select(event_revisions.c.revision, event_revisions.c.events)
                 .where(event_revisions.c.article_id == article_id)
-                .order_by(event_revisions.c.first_seen, event_revisions.c.revision)
+                .order_by(event_revisions.c.number)
             )
             return [(str(r), str(e)) for r, e in rows]
 

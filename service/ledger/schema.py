@@ -166,6 +166,7 @@ event_revisions = Table(
     metadata,
     Column("article_id", Text, primary_key=True),
     Column("revision", Text, primary_key=True),
+    Column("number", Integer, nullable=False),  # 1, 2, ... in the order seen
     Column("events", Text, nullable=False),  # JSON: the events as they were
     Column("first_seen", Moment, nullable=False),
 )

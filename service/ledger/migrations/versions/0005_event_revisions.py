@@ -58,6 +58,7 @@ def upgrade() -> None:
         "event_revisions",
         sa.Column("article_id", sa.Text, primary_key=True),
         sa.Column("revision", sa.Text, primary_key=True),
+        sa.Column("number", sa.Integer, nullable=False),  # 1, 2, ... in the order seen
         sa.Column("events", sa.Text, nullable=False),
         sa.Column("first_seen", MOMENT, nullable=False),
     )
