@@ -1,7 +1,7 @@
 """The `bantin` command: parses arguments, loads Settings once, and hands them down.
 
-content (build, check), mail (digest, preview, status, resume), and run (the service); logs and
-progress are how they report.
+content (build, check), mail (digest, preview, status, resume, resubscribe), and run (the
+service); logs and progress are how they report.
 
 May import everything: the CLI is the outermost edge.
 """
@@ -27,6 +27,7 @@ from service.cli.mail import (
     cmd_digest,
     cmd_init,
     cmd_preview,
+    cmd_resubscribe,
     cmd_resume,
     cmd_status,
 )
@@ -100,6 +101,13 @@ def parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "subscribers, last runs, pending and failed deliveries")
     resume = add("resume", cmd_resume, "lift the suspension or suppression of EMAIL")
     resume.add_argument("email")
+    resubscribe = add(
+        "resubscribe",
+        cmd_resubscribe,
+        "take back EMAIL's unsubscription when they asked for the digest again (asks to confirm)",
+    )
+    resubscribe.add_argument("email")
+    resubscribe.add_argument("--yes", action="store_true", help="confirm without asking")
     bounce = add(
         "bounce",
         cmd_bounce,

@@ -114,3 +114,21 @@ def test_status_into_a_closed_pipe_prints_no_traceback(project: Path) -> None:
         os.close(writer)
     assert done.stderr == ""
     assert done.returncode == 141
+
+
+def test_status_piped_into_head_gives_its_first_line(project: Path) -> None:
+    (project / "config" / "subscribers.toml").write_text(
+        "".join(f'[[subscriber]]\nemail = "{p}"\n' for p in PEOPLE[:3]), encoding="utf-8"
+    )
+    done = subprocess.run(
+        f"{sys.executable} -m service status | head -1",
+        shell=True,
+        cwd=project,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.startswith("Subscribers: 3 active")
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr
