@@ -49,6 +49,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return run_service(settings, args.config_file)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 1000")
+    return value
+
+
 Command = Callable[[Settings, argparse.Namespace], int]
 
 
@@ -85,6 +95,14 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("--frequency", choices=FREQUENCIES)
     preview.add_argument("--html", metavar="FILE", help="also write the HTML part here")
     preview.add_argument("--eml", metavar="FILE", help="also write the whole message here")
+    preview.add_argument(
+        "--latest",
+        metavar="N",
+        type=_positive,
+        help="show the digest of the latest N articles they would receive, new or not "
+        "(what it shows by itself when nothing is new, with N=5)",
+    )
+    preview.add_argument("--open", action="store_true", help="open the HTML in a web browser")
     init = add(
         "init",
         cmd_init,

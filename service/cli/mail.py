@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
+import tempfile
+import webbrowser
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -114,10 +117,15 @@ def _find_subscriber(settings: Settings, email: str) -> Subscriber:
     )
 
 
+PREVIEW_LATEST = 5  # articles a preview shows when nothing is new for the subscriber
+
+
 def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
     """`bantin preview`: print the digest EMAIL would get now; sends and records nothing.
 
-    ``--html`` and ``--eml`` also write its HTML part and its whole message to files.
+    With nothing new for them (or with ``--latest N``) it shows the digest of the latest N
+    published articles of their categories, and says so. ``--html`` and ``--eml`` also write
+    its HTML part and its whole message to files; ``--open`` shows the HTML in a browser.
     ConfigError if EMAIL is not a valid entry of the subscribers file.
     """
     subscriber = _find_subscriber(settings, args.email)
@@ -130,21 +138,56 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
         composer = _composer(settings, state)
     finally:
         state.close()
+    articles = news.articles
     if not news.status.active:
-        print(f"{subscriber.email} is unsubscribed or suspended: they get nothing", file=sys.stderr)
-        return 0
-    if not news.articles:
-        print(f"nothing new for {subscriber.email}: no digest would be sent now", file=sys.stderr)
-        return 0
-    rendered = composer.render(subscriber, news.articles, frequency, moment)
+        print(
+            f"{subscriber.email} is unsubscribed, suspended or suppressed: they get nothing",
+            file=sys.stderr,
+        )
+        if args.latest is None:
+            return 0
+    if args.latest is not None or not articles:
+        count = args.latest or PREVIEW_LATEST
+        theirs = [a for a in published if subscriber.wants(a)]
+        theirs.sort(key=lambda a: (a.date, a.id), reverse=True)
+        if args.latest is None:
+            print(
+                f"nothing new for {subscriber.email}: no digest would be sent now. Here is "
+                f"what one looks like with the latest {count} article(s) they would receive "
+                "(--latest N to choose how many):",
+                file=sys.stderr,
+            )
+        articles = theirs[:count]
+        if not articles:
+            print(
+                f"no published article is in {subscriber.email}'s categories yet: nothing to show",
+                file=sys.stderr,
+            )
+            return 0
+    rendered = composer.render(subscriber, articles, frequency, moment)
     print(f"Subject: {rendered.subject}\n")
     print(rendered.text)
-    if args.html:
-        Path(args.html).write_text(rendered.html, encoding="utf-8")
+    html_file = Path(args.html) if args.html else None
+    if html_file is not None:
+        html_file.write_text(rendered.html, encoding="utf-8")
     if args.eml:
-        mid = message_id(subscriber.key, [a.id for a in news.articles], composer.domain)
+        mid = message_id(subscriber.key, [a.id for a in articles], composer.domain)
         Path(args.eml).write_bytes(composer.message_bytes(subscriber, rendered, mid, moment))
+    if args.open:
+        _open_in_browser(rendered.html, html_file, subscriber.key)
     return 0
+
+
+def _open_in_browser(html: str, html_file: Path | None, key: str) -> None:
+    if html_file is None:
+        folder = Path(tempfile.gettempdir())
+        html_file = folder / f"bantin-preview-{re.sub(r'[^a-z0-9]+', '-', key)}.html"
+        html_file.write_text(html, encoding="utf-8")
+    url = html_file.resolve().as_uri()
+    if not webbrowser.open(url):
+        print(f"no browser to open here; the preview is {html_file.resolve()}", file=sys.stderr)
+    else:
+        print(f"opened {url}", file=sys.stderr)
 
 
 def _when(moment: datetime, settings: Settings) -> str:

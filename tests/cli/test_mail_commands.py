@@ -391,3 +391,67 @@ def test_resubscribe_leaves_a_bounce_suppression_to_resume(project: Path, write:
     assert done.returncode == 0
     assert "still suppressed (hard bounce)" in done.stderr and "bantin resume" in done.stderr
     assert "hoa@example.org" in run_cli(project, "status").stdout.split("Suppressed:")[1]
+
+
+def test_preview_with_nothing_new_shows_the_latest_articles_they_would_receive(
+    project: Path, write: Write
+) -> None:
+    """Right after `make run` nothing is new to anyone: the README's own preview must still
+    show what the newsletter looks like."""
+    config = configure(project)
+    subscribers(
+        project,
+        '[[subscriber]]\nemail = "hoa@example.org"\nname = "Hoa"\n'
+        'categories = ["Lịch tiếp công dân"]\n',
+    )
+    for n in range(1, 8):
+        write(f"2026/lich-{n}.md", article(f"Lịch tiếp số {n}", "Lịch tiếp công dân", 20 - n))
+    write("2026/tb.md", article("Thông báo khác", "Thông báo", 1))
+    assert bantin(config, "digest") == 0  # everything is seen: nothing is new to her
+
+    html = project / "d.html"
+    done = run_cli(project, "preview", "hoa@example.org", "--html", str(html))
+    assert done.returncode == 0, done.stderr
+    assert "nothing new for hoa@example.org" in done.stderr
+    assert "latest 5 article(s) they would receive" in done.stderr
+    numbered = re.findall(r"^(\d+)\. (.+)$", done.stdout, flags=re.M)
+    assert numbered == [(str(i), f"Lịch tiếp số {8 - i}") for i in range(1, 6)]
+    assert "Thông báo khác" not in done.stdout
+    assert "Lịch tiếp số 7" in html.read_text(encoding="utf-8")
+
+    two = run_cli(project, "preview", "hoa@example.org", "--latest", "2")
+    assert two.returncode == 0
+    assert "nothing new" not in two.stderr
+    assert re.findall(r"^\d+\. (.+)$", two.stdout, flags=re.M) == [
+        "Lịch tiếp số 7",
+        "Lịch tiếp số 6",
+    ]
+    bad = run_cli(project, "preview", "hoa@example.org", "--latest", "0")
+    assert bad.returncode == 2 and "from 1 to 1000" in bad.stderr
+
+
+def test_preview_open_hands_the_html_to_the_browser(project: Path, write: Write) -> None:
+    configure(project)
+    subscribers(project, block("hoa@example.org", "Hoa"))
+    write("2026/a.md", article("Tin để xem"))
+    seen = project / "browser-saw"
+    browser = project / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {seen}\n', encoding="utf-8")
+    browser.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "preview", "hoa@example.org", "--open"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")},
+            "BROWSER": str(browser),
+            "TMPDIR": str(project),
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    url = seen.read_text(encoding="utf-8").strip()
+    assert url.startswith("file:///") and url.endswith(".html")
+    page = Path(url.removeprefix("file://")).read_text(encoding="utf-8")
+    assert "Tin để xem" in page and "<html" in page
