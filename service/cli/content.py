@@ -14,7 +14,7 @@ from service.mail.compose import Composer
 from service.mail.mime import read_dkim_key
 from service.mail.subscribers import validate
 from service.publish.build import Builder, page_problems
-from service.publish.pages import PAGE_TEMPLATES, Pages
+from service.publish.pages import PAGE_CONTEXT, PAGE_TEMPLATES, Pages
 from service.settings import Settings
 from service.templating import Templates
 
@@ -59,11 +59,20 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     site = settings.site
     templates = Templates(site.templates_dir, zone=site.zone, language=site.language)
-    problems += [str(p) for p in templates.check(PAGE_TEMPLATES)]
+    page_problems_found = templates.check(PAGE_TEMPLATES)
+    if not page_problems_found:
+        for name in PAGE_TEMPLATES:
+            page_problems_found += templates.unknown_names(name, PAGE_CONTEXT[name])
+    problems += [str(p) for p in page_problems_found]
     mail = settings.mail
+    composer: Composer | None = None
     try:
         dkim = read_dkim_key(mail.dkim_domain, mail.dkim_selector, mail.dkim_key_file)
-        problems += [str(p) for p in Composer(settings, b"check", dkim).check()]
+        composer = Composer(settings, b"check", dkim)
+        email_problems = [str(p) for p in composer.check()]
+        problems += email_problems
+        if email_problems:
+            composer = None
     except BantinError as exc:
         problems.append(str(exc))
     known: dict[str, str] | None = None
@@ -84,12 +93,13 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
                 "its identity, but one moved and edited while bantin is stopped becomes a new "
                 "article (news again); give 'id:' to those you will reorganise"
             )
-        if not templates.check(PAGE_TEMPLATES):  # render what a build would render
+        now = clock.now()
+        published = scan.published(now)
+        if not page_problems_found:  # render what a build would render
             pages = Pages(templates, settings)
-            problems += [
-                f"{settings.source.dir}/{p}"
-                for p in page_problems(pages, scan.published(clock.now()))
-            ]
+            problems += [f"{settings.source.dir}/{p}" for p in page_problems(pages, published)]
+        if composer is not None:  # and a digest of the newest articles, as a run would
+            problems += [str(p) for p in composer.check(published[:5], now)]
     except BantinError as exc:
         problems.append(str(exc))
     try:

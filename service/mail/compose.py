@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import css_inline
@@ -27,7 +27,7 @@ from service.mail.mime import (
 )
 from service.mail.tokens import unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
-from service.model import Article, Frequency, Subscriber
+from service.model import FREQUENCIES, Article, Frequency, Subscriber
 from service.settings import Settings
 from service.templating import Templates
 
@@ -43,6 +43,7 @@ __all__ = [
 EMAIL_TEMPLATES = ["email/subject.txt.j2", "email/digest.txt.j2", "email/digest.html.j2"]
 FREQUENCY_LABELS = {"immediate": "ngay khi có tin", "daily": "hằng ngày", "weekly": "hằng tuần"}
 MORE_LINKS = 50  # articles past mail.max_items listed as title links; the rest are counted
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 HTML_BUDGET = 90_000  # bytes of HTML: under Gmail's ~102 KB clip with room for the headers
 
 
@@ -82,9 +83,28 @@ class Composer:
             return self.sender
         return return_path(self.bounce_address, self.secret_key, delivery_id, email)
 
-    def check(self) -> list[TemplateError]:
-        """The email templates' problems (syntax errors, missing files), found without rendering."""
-        return self.templates.check(EMAIL_TEMPLATES)
+    def check(
+        self, samples: Sequence[Article] = (), now: datetime | None = None
+    ) -> list[TemplateError]:
+        """The email templates' problems: syntax errors, missing files, variables bantin does
+        not give them (in any branch, found without rendering), then what rendering a digest of
+        ``samples`` for a subscriber with and one without a name raises."""
+        problems = self.templates.check(EMAIL_TEMPLATES)
+        if problems:
+            return problems
+        sample = Subscriber("check@example.org")
+        known = self.context(sample, (), "daily", now or _EPOCH).keys()
+        for name in EMAIL_TEMPLATES:
+            problems += self.templates.unknown_names(name, known)
+        if problems or now is None:
+            return problems
+        for subscriber in (sample, Subscriber("check@example.org", "Nguyễn Văn A")):
+            for frequency in FREQUENCIES:
+                try:
+                    self.render(subscriber, samples, frequency, now)
+                except TemplateError as exc:
+                    return [exc]
+        return []
 
     def context(
         self,

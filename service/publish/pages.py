@@ -10,9 +10,16 @@ from service.publish.layout import category_prefix
 from service.settings import Settings
 from service.templating import Templates
 
-__all__ = ["PAGE_TEMPLATES", "FeedLink", "Pages"]
+__all__ = ["PAGE_CONTEXT", "PAGE_TEMPLATES", "FeedLink", "Pages"]
 
 PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2"]
+_EVERY_PAGE = ("site", "base_url", "feeds")
+# the variables each page template is given: `bantin check` names any other one it uses
+PAGE_CONTEXT = {
+    "index.html.j2": (*_EVERY_PAGE, "articles", "categories"),
+    "category.html.j2": (*_EVERY_PAGE, "category", "articles"),
+    "article.html.j2": (*_EVERY_PAGE, "article"),
+}
 
 
 @dataclass(frozen=True, slots=True)

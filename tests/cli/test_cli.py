@@ -163,3 +163,41 @@ def test_check_renders_each_page_and_build_skips_the_one_that_cannot_be(
         e.title for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries
     ]
     assert titles == ["Một"]
+
+
+def test_check_finds_an_undefined_variable_in_an_email_template(
+    project: Path, write: Write
+) -> None:
+    write("../config/subscribers.toml", "")
+    write("a.md", GOOD.format(t="Một", d=1))
+    digest = project / "templates" / "email" / "digest.html.j2"
+    lines = digest.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if "{% for article in articles %}" in line)
+    lines.insert(at, "{% if false %}{{ nosuch_variable }}{{ subscribr.name }}{% endif %}")
+    digest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    found = [line for line in done.stdout.splitlines() if "email/digest.html.j2" in line]
+    assert len(found) == 2, done.stdout
+    assert f"email/digest.html.j2:{at + 1}" in found[0]
+    assert "'nosuch_variable' is undefined" in found[0]
+    assert "'subscribr' is undefined" in found[1] and "did you mean 'subscriber'?" in found[1]
+
+
+def test_check_renders_a_digest_and_names_the_line_that_fails(project: Path, write: Write) -> None:
+    write("../config/subscribers.toml", "")
+    write("a.md", GOOD.format(t="Một", d=1))
+    text = project / "templates" / "email" / "digest.txt.j2"
+    text.write_text("Xin chào\n{{ subscriber.nickname }}\n", encoding="utf-8")
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    assert "email/digest.txt.j2:2" in done.stdout and "nickname" in done.stdout, done.stdout
+
+
+def test_check_finds_an_undefined_variable_in_a_page_template(project: Path, write: Write) -> None:
+    write("../config/subscribers.toml", "")
+    page = project / "templates" / "article.html.j2"
+    page.write_text(page.read_text(encoding="utf-8") + "{{ artcle.title }}\n", encoding="utf-8")
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    assert "article.html.j2:" in done.stdout and "did you mean 'article'?" in done.stdout
