@@ -343,7 +343,8 @@ class Templates:
             raise
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(
-                str(exc), f"not found in {self.directory}; restore it from the repository"
+                str(exc),
+                f"not found in {self.directory.absolute()}; restore it from the repository",
             ) from None
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
@@ -411,7 +412,7 @@ class Templates:
             try:
                 self.env.get_template(name)
             except jinja2.TemplateNotFound:
-                problems.append(TemplateError(name, f"not found in {self.directory}"))
+                problems.append(TemplateError(name, f"not found in {self.directory.absolute()}"))
             except jinja2.TemplateSyntaxError as exc:
                 problems.append(
                     TemplateError(f"{exc.name or name}:{exc.lineno}", exc.message or "syntax error")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import feedparser
+import pytest
 
 Write = Callable[[str, str], Path]
 GOOD = "---\ntitle: {t}\ndate: 2020-01-0{d}\n---\nNội dung.\n"
@@ -201,3 +202,31 @@ def test_check_finds_an_undefined_variable_in_a_page_template(project: Path, wri
     done = bantin(project, "check")
     assert done.returncode == 1
     assert "article.html.j2:" in done.stdout and "did you mean 'article'?" in done.stdout
+
+
+def test_an_override_is_blamed_on_its_variable_by_the_command(project: Path) -> None:
+    done = bantin(project, "check", env={"BANTIN_SMTP__PORT": "notaport"})
+    one_line_error(done, "BANTIN_SMTP__PORT: smtp.port: Input should be a valid integer")
+    assert "bantin.toml:" not in done.stderr
+    misspelt = bantin(project, "check", env={"BANTIN_FEEDS__MAX_ITMES": "3"})
+    one_line_error(misspelt, "BANTIN_FEEDS__MAX_ITMES", "did you mean BANTIN_FEEDS__MAX_ITEMS?")
+    assert misspelt.returncode == 2
+
+
+def test_run_from_another_directory_the_missing_files_are_named_whole(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    config = str(project / "config" / "bantin.toml")
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "--config", config, "check"],
+        cwd=elsewhere,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"{elsewhere}/config/subscribers.toml: subscribers file not found" in done.stdout
+    assert f"{elsewhere}/content: source directory cannot be read" in done.stdout
+    assert f"not found in {elsewhere}/templates" in done.stdout
