@@ -315,7 +315,24 @@ class Templates:
         def date_time(value: datetime) -> str:
             return value.astimezone(zone).strftime("%H:%M %d/%m/%Y")
 
-        self.env.filters.update(long_date=long_date, short_date=short_date, date_time=date_time)
+        def clock_time(value: datetime) -> str:
+            """ " lúc 08:00" when the moment has a time of day in the site's zone, else ""."""
+            local = value.astimezone(zone)
+            return "" if (local.hour, local.minute) == (0, 0) else local.strftime(" lúc %H:%M")
+
+        def long_moment(value: datetime) -> str:
+            return long_date(value) + clock_time(value)
+
+        def short_moment(value: datetime) -> str:
+            return short_date(value) + clock_time(value).replace(" lúc", ",")
+
+        self.env.filters.update(
+            long_date=long_date,
+            short_date=short_date,
+            date_time=date_time,
+            long_moment=long_moment,
+            short_moment=short_moment,
+        )
 
     def render(self, name: str, **context: Any) -> str:
         """Render ``name`` under the budget; TemplateError names the template for any failure."""

@@ -27,13 +27,14 @@ from service.mail.mime import (
 )
 from service.mail.tokens import unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
-from service.model import FREQUENCIES, Article, Frequency, Subscriber
+from service.model import FREQUENCIES, Article, Category, Frequency, Subscriber
 from service.settings import Settings
 from service.templating import Templates
 
 __all__ = [
     "EMAIL_TEMPLATES",
     "FREQUENCY_LABELS",
+    "GREETING_WITHOUT_NAME",
     "HTML_BUDGET",
     "MORE_LINKS",
     "Composer",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 EMAIL_TEMPLATES = ["email/subject.txt.j2", "email/digest.txt.j2", "email/digest.html.j2"]
+GREETING_WITHOUT_NAME = "quý độc giả"  # "Kính gửi quý độc giả," reads as a letter should
 FREQUENCY_LABELS = {"immediate": "ngay khi có tin", "daily": "hằng ngày", "weekly": "hằng tuần"}
 MORE_LINKS = 50  # articles past mail.max_items listed as title links; the rest are counted
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -55,6 +57,31 @@ class Rendered:
     text: str
     html: str
     frequency: Frequency | None = None  # for Feedback-ID; None leaves it out
+
+
+def _feeds(prefix: str, title: str) -> dict[str, str]:
+    return {
+        "title": title,
+        "page": prefix,
+        "rss": f"{prefix}rss.xml",
+        "atom": f"{prefix}atom.xml",
+        "json": f"{prefix}feed.json",
+    }
+
+
+def _own_feeds(
+    base: str, subscriber: Subscriber, articles: Sequence[Article]
+) -> list[dict[str, str]]:
+    """The feeds of the categories ``subscriber`` chose (none: the site's are theirs), named
+    as the digest's articles name them (a category with nothing in this digest by its slug)."""
+    if subscriber.categories is None:
+        return []
+    names = {a.category.slug: a.category.name for a in articles}
+    chosen = sorted(subscriber.categories, key=lambda slug: names.get(slug, slug))
+    return [
+        _feeds(f"{base}/{Category(names.get(slug, slug), slug).page_path()}", names.get(slug, slug))
+        for slug in chosen
+    ]
 
 
 class Composer:
@@ -134,11 +161,9 @@ class Composer:
             "frequency_label": FREQUENCY_LABELS[frequency],
             "categories": sorted({a.category.name for a in articles}),
             "unsubscribe_url": unsubscribe_url(base, self.secret_key, subscriber.key),
-            "feeds": {
-                "rss": f"{base}/rss.xml",
-                "atom": f"{base}/atom.xml",
-                "json": f"{base}/feed.json",
-            },
+            "greeting": subscriber.name or GREETING_WITHOUT_NAME,
+            "feeds": _feeds(f"{base}/", self.site.title),
+            "own_feeds": _own_feeds(base, subscriber, articles),
             "now": now,
         }
 

@@ -5,6 +5,8 @@ The HTTP server needs these names too; keeping them here spares it importing fee
 
 from __future__ import annotations
 
+from service.model import Category
+
 __all__ = ["FEED_FILES", "category_prefix"]
 
 FEED_FILES = {
@@ -16,4 +18,4 @@ FEED_FILES = {
 
 def category_prefix(slug: str) -> str:
     """The directory of a category's feeds and page, under the output directory."""
-    return f"categories/{slug}/"
+    return Category("", slug).page_path()

@@ -136,7 +136,7 @@ def test_preview_prints_and_writes_but_sends_and_records_nothing(
     html, eml = project / "p.html", project / "p.eml"
     assert bantin(config, "preview", "HOA@example.org", "--html", str(html), "--eml", str(eml)) == 0
     out = capsys.readouterr().out
-    assert out.startswith("Subject: Cổng thông tin tỉnh: 1 tin mới hôm nay\n")
+    assert out.startswith("Subject: Lịch tiếp công dân tháng 12 <mới> – Cổng thông tin tỉnh\n")
     assert "Kính gửi Nguyễn Thị Hoa," in out
     assert "1. Lịch tiếp công dân tháng 12 <mới>" in out and "Tin cũ" not in out
     assert "Lịch tiếp công dân tháng 12 &lt;mới&gt;" in html.read_text(encoding="utf-8")
