@@ -17,7 +17,7 @@ from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, TemplateError
 from service.model import Article
 from service.publish.feeds import FeedSpec, feed_files
-from service.publish.layout import FEED_FILES, category_prefix
+from service.publish.layout import CATEGORIES_PAGE, FEED_FILES, NOT_FOUND_PAGE, category_prefix
 from service.publish.output import Output
 from service.publish.pages import Pages
 from service.settings import Settings
@@ -141,6 +141,10 @@ class Builder:
             for path, data in feed_files(site_spec, settings.site, hub).items():
                 emit(path, data)
             emit("index.html", self.pages.index(recent, ordered))
+            emit(CATEGORIES_PAGE, self.pages.categories(ordered))
+            emit(NOT_FOUND_PAGE, self.pages.not_found())
+        else:
+            produced.update((CATEGORIES_PAGE, NOT_FOUND_PAGE))
         for category, recent in sections:
             prefix = category_prefix(category.slug)
             if unchanged(prefix, (category, *recent)):

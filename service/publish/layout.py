@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from service.model import Category
 
-__all__ = ["FEED_FILES", "category_prefix"]
+__all__ = ["CATEGORIES_PAGE", "FEED_FILES", "NOT_FOUND_PAGE", "category_prefix"]
+
+NOT_FOUND_PAGE = "404.html"  # what the server answers for a path that is not there
+CATEGORIES_PAGE = "categories/index.html"  # every category, with its feeds
 
 FEED_FILES = {
     "rss.xml": "application/rss+xml",

@@ -12,13 +12,21 @@ from service.templating import Templates
 
 __all__ = ["PAGE_CONTEXT", "PAGE_TEMPLATES", "FeedLink", "Pages"]
 
-PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2"]
+PAGE_TEMPLATES = [
+    "index.html.j2",
+    "article.html.j2",
+    "category.html.j2",
+    "categories.html.j2",
+    "not_found.html.j2",
+]
 _EVERY_PAGE = ("site", "base_url", "feeds")
 # the variables each page template is given: `bantin check` names any other one it uses
 PAGE_CONTEXT = {
     "index.html.j2": (*_EVERY_PAGE, "articles", "categories"),
     "category.html.j2": (*_EVERY_PAGE, "category", "articles"),
     "article.html.j2": (*_EVERY_PAGE, "article"),
+    "categories.html.j2": (*_EVERY_PAGE, "categories"),
+    "not_found.html.j2": _EVERY_PAGE,
 }
 
 
@@ -55,6 +63,18 @@ class Pages:
             categories=categories,
             feeds=self.feed_links("", self.site.title),
         )
+
+    def categories(self, categories: Sequence[Category]) -> bytes:
+        """/categories/: every category with its page and feeds; TemplateError if it fails."""
+        return self._render(
+            "categories.html.j2",
+            categories=categories,
+            feeds=self.feed_links("", self.site.title),
+        )
+
+    def not_found(self) -> bytes:
+        """The page the server answers 404 with: the site's own, with its way home."""
+        return self._render("not_found.html.j2", feeds=self.feed_links("", self.site.title))
 
     def category(self, category: Category, recent: Sequence[Article]) -> bytes:
         """A category's page with its recent articles; TemplateError if it cannot be rendered."""
