@@ -171,6 +171,7 @@ class MailSettings(_Section):
     # the VERP return path: bounces come back to bounce_address, signed per delivery
     bounce_address: str | None = None
     max_items: int = Field(default=20, ge=1, le=1000)  # articles shown in full per digest
+    content: Literal["summary", "full"] = "summary"  # what a digest shows of each article
 
     _plain = field_validator("from_")(_no_control)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import css_inline
 
+from service.content.markup import html_to_paragraphs
 from service.errors import TemplateError
 from service.mail.mime import (
     DkimKey,
@@ -102,6 +103,7 @@ class Composer:
         self.dkim = dkim
         self.bounce_address = settings.mail.bounce_address
         self.max_items = settings.mail.max_items
+        self.templates.env.filters["as_text"] = html_to_paragraphs
 
     def envelope_sender(self, delivery_id: int | None, email: str) -> str:
         """The SMTP envelope sender (MAIL FROM) of delivery ``delivery_id`` to ``email``: its
@@ -162,6 +164,7 @@ class Composer:
             "categories": sorted({a.category.name for a in articles}),
             "unsubscribe_url": unsubscribe_url(base, self.secret_key, subscriber.key),
             "greeting": subscriber.name or GREETING_WITHOUT_NAME,
+            "content": self.settings.mail.content,
             "feeds": _feeds(f"{base}/", self.site.title),
             "own_feeds": _own_feeds(base, subscriber, articles),
             "now": now,

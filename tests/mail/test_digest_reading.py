@@ -4,6 +4,7 @@ footer offers, the time of an appointment. Messages are parsed back as a mail cl
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -87,3 +88,24 @@ def test_the_time_of_an_appointment_is_shown_and_a_bare_date_has_none(project: P
     assert "Lịch tiếp công dân · 25/11/2026, 08:00\n" in text
     assert "Thông báo · 25/11/2026\n" in text  # a date alone, not "00:00"
     assert "25/11/2026, 08:00" in html and "00:00" not in html
+
+
+def test_the_office_can_send_full_text_with_images_sized_for_phones(project: Path) -> None:
+    body = (
+        "<p>Lịch tiếp <strong>định kỳ</strong>:</p>"
+        "<table><thead><tr><th>Giờ</th><th>Nơi</th></tr></thead>"
+        "<tbody><tr><td>07h30</td><td>Trụ sở</td></tr></tbody></table>"
+        '<p><img src="https://tinh.example.gov.vn/anh.jpg" alt="Trụ sở tiếp dân" width="1600"></p>'
+    )
+    full = replace(ARTICLES[0], content_html=body)
+    summary_only = read(Composer(configure(project), KEY), NAMELESS, [full], "daily")
+    assert "07h30" not in summary_only[1] + summary_only[2]
+    composer = Composer(configure(project, extra='content = "full"\n'), KEY)
+    _, text, html = read(composer, NAMELESS, [full], "daily")
+    assert "<strong>định kỳ</strong>" in html and "<td" in html
+    image = re.search(r"<img [^>]*>", html)
+    assert image is not None and "max-width: 100%" in image.group(0)
+    assert "height: auto" in image.group(0)
+    assert "   Giờ | Nơi\n" in text and "   07h30 | Trụ sở\n" in text
+    assert "   [Trụ sở tiếp dân]" in text
+    assert full.summary not in text  # the text itself, not its summary
