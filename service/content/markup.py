@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import html
 import re
-from html.parser import HTMLParser
 import unicodedata
+from html.parser import HTMLParser
 
 import cmarkgfm
 import nh3
