@@ -169,12 +169,12 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
     print(rendered.text)
     html_file = Path(args.html) if args.html else None
     if html_file is not None:
-        html_file.write_text(rendered.html, encoding="utf-8")
+        html_file.write_text(composer.viewable(rendered.html), encoding="utf-8")
     if args.eml:
         mid = message_id(subscriber.key, [a.id for a in articles], composer.domain)
         Path(args.eml).write_bytes(composer.message_bytes(subscriber, rendered, mid, moment))
     if args.open:
-        _open_in_browser(rendered.html, html_file, subscriber.key)
+        _open_in_browser(composer.viewable(rendered.html), html_file, subscriber.key)
     return 0
 
 

@@ -11,6 +11,7 @@ comes out over HTML_BUDGET is rendered again with fewer links, then fewer full a
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,13 +24,14 @@ from service.errors import TemplateError
 from service.mail.mime import (
     DkimKey,
     Envelope,
+    InlineImage,
     build_message,
     format_address,
 )
 from service.mail.tokens import unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
 from service.model import FREQUENCIES, Article, Category, Frequency, Subscriber
-from service.settings import Settings
+from service.settings import Settings, read_logo
 from service.templating import Templates
 
 __all__ = [
@@ -99,11 +101,25 @@ class Composer:
         self.domain = self.sender.rsplit("@", 1)[1]
         # a phrase like a display name: a title such as "Tỉnh <A>, B" must not move the id
         self.list_id = format_address(self.site.title, f"bantin.{self.domain}")
-        self.inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=False)
+        self.inliner = css_inline.CSSInliner(
+            load_remote_stylesheets=False, keep_style_tags=False, keep_at_rules=True
+        )  # at-rules kept: the dark-mode colours apply where the mail program supports them
         self.dkim = dkim
         self.bounce_address = settings.mail.bounce_address
         self.max_items = settings.mail.max_items
         self.templates.env.filters["as_text"] = html_to_paragraphs
+        # The logo travels inside each message (multipart/related, cid:) rather than as a link
+        # to base_url: Outlook, Thunderbird and most webmail block remote images until the
+        # reader asks, and a blocked logo is a broken box at the top of the office's letter.
+        # It costs its bytes in every message, hence read_logo's size limit.
+        logo = read_logo(settings.site)
+        media_type = settings.site.logo_type
+        self.images: tuple[InlineImage, ...] = ()
+        if logo is not None and media_type is not None:
+            extension = media_type.rsplit("/", 1)[-1]
+            self.images = (
+                InlineImage(f"logo@bantin.{self.domain}", media_type, logo, f"logo.{extension}"),
+            )
 
     def envelope_sender(self, delivery_id: int | None, email: str) -> str:
         """The SMTP envelope sender (MAIL FROM) of delivery ``delivery_id`` to ``email``: its
@@ -165,6 +181,7 @@ class Composer:
             "unsubscribe_url": unsubscribe_url(base, self.secret_key, subscriber.key),
             "greeting": subscriber.name or GREETING_WITHOUT_NAME,
             "content": self.settings.mail.content,
+            "logo_src": f"cid:{self.images[0].content_id}" if self.images else None,
             "feeds": _feeds(f"{base}/", self.site.title),
             "own_feeds": _own_feeds(base, subscriber, articles),
             "now": now,
@@ -240,4 +257,11 @@ class Composer:
             unsubscribe_mailto=mailto,
             feedback_id=feedback,
         )
-        return build_message(envelope, rendered.text, rendered.html, self.dkim)
+        return build_message(envelope, rendered.text, rendered.html, self.dkim, self.images)
+
+    def viewable(self, html: str) -> str:
+        """``html`` with its cid: images as data: URIs, for a browser (bantin preview)."""
+        for image in self.images:
+            data = base64.b64encode(image.data).decode("ascii")
+            html = html.replace(f"cid:{image.content_id}", f"data:{image.media_type};base64,{data}")
+        return html

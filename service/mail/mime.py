@@ -21,6 +21,7 @@ from service.errors import ConfigError
 __all__ = [
     "DkimKey",
     "Envelope",
+    "InlineImage",
     "build_message",
     "check_header",
     "encode_words",
@@ -117,6 +118,22 @@ def format_address(name: str | None, address: str) -> str:
     return f"{encode_words(name)} <{address}>"
 
 
+def _html_part(boundary: str, html: bytes, images: Sequence[InlineImage]) -> bytes:
+    if not images:
+        return html
+    related = boundary + "_r"
+    head = f'Content-Type: multipart/related; boundary="{related}"; type="text/html"\r\n\r\n'
+    return b"".join(
+        [
+            head.encode(),
+            f"--{related}\r\n".encode(),
+            html,
+            *(f"--{related}\r\n".encode() + _image_part(image) for image in images),
+            f"--{related}--\r\n".encode(),
+        ]
+    )
+
+
 def body_part(data: str) -> bytes:
     """``data`` as a MIME text body: CRLF line breaks, UTF-8, base64 in 76-character lines."""
     # MIME text is canonical with CRLF line breaks, inside the base64 too (RFC 2046 4.1.1)
@@ -149,6 +166,27 @@ def read_dkim_key(
 
 
 @dataclass(frozen=True, slots=True)
+class InlineImage:
+    """An image the HTML shows as ``cid:<content_id>``: sent inside the message, so mail
+    programs show it without "load remote images" (which most block by default)."""
+
+    content_id: str  # without the angle brackets
+    media_type: str
+    data: bytes
+    filename: str
+
+
+def _image_part(image: InlineImage) -> bytes:
+    encoded = base64.b64encode(image.data)
+    return (
+        f"Content-Type: {image.media_type}\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        f"Content-ID: <{image.content_id}>\r\n"
+        f'Content-Disposition: inline; filename="{image.filename}"\r\n\r\n'
+    ).encode("ascii") + b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """The headers of one digest that are not its text."""
 
@@ -173,8 +211,16 @@ def _list_unsubscribe(envelope: Envelope) -> str:
     return value
 
 
-def build_message(envelope: Envelope, text: str, html: str, dkim: DkimKey | None) -> bytes:
-    """The whole message, CRLF line endings, ready for SMTP DATA (and signed if ``dkim``)."""
+def build_message(
+    envelope: Envelope,
+    text: str,
+    html: str,
+    dkim: DkimKey | None,
+    images: Sequence[InlineImage] = (),
+) -> bytes:
+    """The whole message, CRLF line endings, ready for SMTP DATA (and signed if ``dkim``):
+    multipart/alternative of the text and the HTML, the HTML in a multipart/related with
+    ``images`` when there are any."""
     e = envelope
     boundary = "=_bantin_" + hashlib.sha1(e.message_id.encode()).hexdigest()[:24]
     headers = [
@@ -203,8 +249,7 @@ def build_message(envelope: Envelope, text: str, html: str, dkim: DkimKey | None
             part.format("plain").encode(),
             body_part(text),
             f"--{boundary}\r\n".encode(),
-            part.format("html").encode(),
-            body_part(html),
+            _html_part(boundary, part.format("html").encode() + body_part(html), images),
             f"--{boundary}--\r\n".encode(),
         ]
     )

@@ -17,10 +17,16 @@ from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, TemplateError
 from service.model import Article
 from service.publish.feeds import FeedSpec, feed_files
-from service.publish.layout import CATEGORIES_PAGE, FEED_FILES, NOT_FOUND_PAGE, category_prefix
+from service.publish.layout import (
+    CATEGORIES_PAGE,
+    FEED_FILES,
+    NOT_FOUND_PAGE,
+    category_prefix,
+    logo_path,
+)
 from service.publish.output import Output
 from service.publish.pages import Pages
-from service.settings import Settings
+from service.settings import Settings, read_logo
 from service.templating import Templates
 
 
@@ -47,6 +53,9 @@ class Builder:
         self.settings = settings
         self.templates_dir = templates_dir
         self.output = Output(settings.feeds.output_dir)
+        logo = read_logo(settings.site)  # ConfigError: a bad logo stops start-up or a reload
+        media_type = settings.site.logo_type
+        self.logo = (logo_path(media_type), logo) if logo and media_type else None
         self.pages = Pages(
             Templates(templates_dir, zone=settings.site.zone, language=settings.site.language),
             settings,
@@ -145,6 +154,8 @@ class Builder:
             emit(NOT_FOUND_PAGE, self.pages.not_found())
         else:
             produced.update((CATEGORIES_PAGE, NOT_FOUND_PAGE))
+        if self.logo is not None:
+            emit(*self.logo)
         for category, recent in sections:
             prefix = category_prefix(category.slug)
             if unchanged(prefix, (category, *recent)):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from service.model import Category
 
-__all__ = ["CATEGORIES_PAGE", "FEED_FILES", "NOT_FOUND_PAGE", "category_prefix"]
+__all__ = ["CATEGORIES_PAGE", "FEED_FILES", "NOT_FOUND_PAGE", "category_prefix", "logo_path"]
 
 NOT_FOUND_PAGE = "404.html"  # what the server answers for a path that is not there
 CATEGORIES_PAGE = "categories/index.html"  # every category, with its feeds
@@ -22,3 +22,8 @@ FEED_FILES = {
 def category_prefix(slug: str) -> str:
     """The directory of a category's feeds and page, under the output directory."""
     return Category("", slug).page_path()
+
+
+def logo_path(media_type: str) -> str:
+    """Where the site's logo is published, by its media type (image/png -> logo.png)."""
+    return "logo." + {"image/jpeg": "jpg"}.get(media_type, media_type.rsplit("/", 1)[-1])

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.model import Article, Category
-from service.publish.layout import category_prefix
+from service.publish.layout import category_prefix, logo_path
 from service.settings import Settings
 from service.templating import Templates
 
@@ -19,7 +19,7 @@ PAGE_TEMPLATES = [
     "categories.html.j2",
     "not_found.html.j2",
 ]
-_EVERY_PAGE = ("site", "base_url", "feeds")
+_EVERY_PAGE = ("site", "base_url", "feeds", "logo_url")
 # the variables each page template is given: `bantin check` names any other one it uses
 PAGE_CONTEXT = {
     "index.html.j2": (*_EVERY_PAGE, "articles", "categories"),
@@ -45,6 +45,8 @@ class Pages:
     def __init__(self, templates: Templates, settings: Settings) -> None:
         self.templates = templates
         self.site = settings.site
+        media_type = settings.site.logo_type
+        self.logo_url = f"{self.site.base_url}/{logo_path(media_type)}" if media_type else None
 
     def feed_links(self, prefix: str, title: str) -> list[FeedLink]:
         """The RSS, Atom and JSON Feed links of the feeds under ``prefix``, titled ``title``."""
@@ -96,5 +98,5 @@ class Pages:
 
     def _render(self, name: str, **context: object) -> bytes:
         return self.templates.render(
-            name, site=self.site, base_url=self.site.base_url, **context
+            name, site=self.site, base_url=self.site.base_url, logo_url=self.logo_url, **context
         ).encode()
