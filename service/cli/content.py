@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 
 from service import clock
+from service.content.scan import Scan
 from service.content.source import Source
-from service.errors import BantinError, printable
+from service.errors import BantinError, TemplateError, printable
 from service.ledger import State
 from service.mail.compose import Composer
 from service.mail.mime import read_dkim_key
@@ -98,6 +102,7 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
         if not page_problems_found:  # render what a build would render
             pages = Pages(templates, settings)
             problems += [f"{settings.source.dir}/{p}" for p in page_problems(pages, published)]
+            problems += [str(p) for p in site_page_problems(pages, scan, now, settings)]
         if composer is not None:  # and a digest of the newest articles, as a run would
             problems += [str(p) for p in composer.check(published[:5], now)]
     except BantinError as exc:
@@ -109,6 +114,29 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     except BantinError as exc:
         problems.append(str(exc))
     return problems, warnings
+
+
+def site_page_problems(
+    pages: Pages, scan: Scan, now: datetime, settings: Settings
+) -> list[TemplateError]:
+    """What rendering the index, category, categories and 404 pages raises, as a build would
+    render them (each failure names its template and line)."""
+    limit = settings.feeds.max_items
+    sections = scan.recent_by_category(now, limit)
+    categories = [category for category, _ in sections]
+    renders: list[Callable[[], bytes]] = [
+        lambda: pages.index(scan.published(now)[:limit], categories),
+        lambda: pages.categories(categories),
+        pages.not_found,
+        *(partial(pages.category, category, recent) for category, recent in sections[:1]),
+    ]
+    problems = []
+    for render in renders:
+        try:
+            render()
+        except TemplateError as exc:
+            problems.append(exc)
+    return problems
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:

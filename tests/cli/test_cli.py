@@ -230,3 +230,19 @@ def test_run_from_another_directory_the_missing_files_are_named_whole(
     assert f"{elsewhere}/config/subscribers.toml: subscribers file not found" in done.stdout
     assert f"{elsewhere}/content: source directory cannot be read" in done.stdout
     assert f"not found in {elsewhere}/templates" in done.stdout
+
+
+def test_check_renders_the_index_and_names_the_line_that_fails(project: Path, write: Write) -> None:
+    write("../config/subscribers.toml", "")
+    write("a.md", GOOD.format(t="Một", d=1))
+    index = project / "templates" / "index.html.j2"
+    index.write_text(
+        index.read_text(encoding="utf-8").replace(
+            '{% include "_list.html.j2" %}',
+            '{% include "_list.html.j2" %}\n{{ categories[0].colour }}',
+        ),
+        encoding="utf-8",
+    )
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    assert "index.html.j2:5" in done.stdout and "colour" in done.stdout, done.stdout
