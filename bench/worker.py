@@ -116,7 +116,7 @@ def cmd_rescan(args: argparse.Namespace) -> dict[str, Any]:
         written.append(list(report.written))
         article = next(a for a in scan.articles if a.source == str(path.relative_to(root)))
         started = time.perf_counter()
-        builder.site.article(article)
+        builder.pages.article(article)
         pages.append(time.perf_counter() - started)
     return {
         "articles": len(scan.articles),
@@ -128,6 +128,26 @@ def cmd_rescan(args: argparse.Namespace) -> dict[str, Any]:
         "page_seconds": pages,
         "rebuild_written": [len(w) for w in written],
         "rebuild_written_example": written[0] if written else [],
+    }
+
+
+def cmd_search_index(args: argparse.Namespace) -> dict[str, Any]:
+    """Index the built site for search (Pagefind), as the daemon does after builds: the time,
+    the index's size and the indexer's peak memory. The output directory must be built."""
+    import resource
+
+    from service.publish.search import index_site
+    from service.settings import load_settings
+
+    settings = load_settings(Path(args.config))
+    report = index_site(settings.feeds.output_dir)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "pages": report.pages,
+        "seconds": report.seconds,
+        "bytes": report.bytes,
+        "files": report.files,
+        "indexer_peak_rss_kib": children.ru_maxrss,
     }
 
 
@@ -311,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config")
     p.add_argument("--reps", type=int, default=5)
     p.set_defaults(func=cmd_rescan)
+    p = commands.add_parser("search-index")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_search_index)
     p = commands.add_parser("digest-setup")
     p.add_argument("config")
     p.add_argument("--fresh", type=int, default=10)

@@ -29,6 +29,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from service.errors import TemplateError
+from service.model import WEEKDAYS_VI, Event
 
 MAX_OUTPUT = 5_000_000  # characters; a digest or page far beyond this is a runaway template
 MAX_ITERATIONS = 1_000_000  # loop iterations per render, all loops together
@@ -315,6 +316,20 @@ class Templates:
         def date_time(value: datetime) -> str:
             return value.astimezone(zone).strftime("%H:%M %d/%m/%Y")
 
+        def event_when(event: Event) -> str:
+            """ "07:30–11:30, thứ Ba 15/12/2026" in the site's zone (an end on another day is
+            written in full)."""
+            start = event.start.astimezone(zone)
+            day = f"{WEEKDAYS_VI[start.weekday()]} {start:%d/%m/%Y}"
+            if event.end is None:
+                return f"{start:%H:%M}, {day}"
+            end = event.end.astimezone(zone)
+            if end.date() == start.date():
+                return f"{start:%H:%M}–{end:%H:%M}, {day}"
+            return (
+                f"{start:%H:%M}, {day} – {end:%H:%M}, {WEEKDAYS_VI[end.weekday()]} {end:%d/%m/%Y}"
+            )
+
         def clock_time(value: datetime) -> str:
             """ " lúc 08:00" when the moment has a time of day in the site's zone, else ""."""
             local = value.astimezone(zone)
@@ -332,6 +347,7 @@ class Templates:
             date_time=date_time,
             long_moment=long_moment,
             short_moment=short_moment,
+            event_when=event_when,
         )
 
     def render(self, name: str, **context: Any) -> str:

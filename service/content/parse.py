@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from service.content.events import events_from_front_matter, events_from_table
 from service.content.markup import (
     clean_text,
     markdown_to_html,
@@ -27,12 +28,12 @@ from service.content.markup import (
 )
 from service.content.slug import category, make_slug
 from service.errors import ArticleError
-from service.model import Article
+from service.model import Article, Event
 
 DEFAULT_CATEGORY = "Tin tức"
 FRONT_MATTER_KEYS = (
     "title", "date", "category", "author", "summary", "updated", "id", "slug", "url", "draft",
-    "tags",
+    "tags", "events",
 )  # fmt: skip
 T = TypeVar("T")
 # Far-off years are typos, and near the ends of datetime's range converting to UTC or to the
@@ -237,6 +238,17 @@ def _article(
     draft = field(lambda: _flag(meta.get("draft"), source), False)
     no_tags: tuple[str, ...] = ()
     tags = field(lambda: _tags(meta.get("tags"), source), no_tags)
+    event_problems: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    if "events" in meta:
+        events = field(
+            lambda: events_from_front_matter(
+                meta["events"] or [], source, zone, title or "", parse_date
+            ),
+            events,
+        )
+    else:
+        events, event_problems = events_from_table(content, title or "", zone)
     if problems or title is None or date_value is None:
         raise ArticleError(source, "; ".join(problems))
     return Article(
@@ -253,6 +265,8 @@ def _article(
         draft=draft,
         tags=tags,
         source=source,
+        events=events,
+        event_problems=event_problems,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,8 @@ import css_inline
 
 from service.content.markup import html_to_paragraphs
 from service.errors import TemplateError
+from service.ical import CalendarSpec, calendar_bytes, stateless_sequence
+from service.mail.events import DigestEvents, tally, update_label
 from service.mail.mime import (
     DkimKey,
     Envelope,
@@ -30,7 +32,7 @@ from service.mail.mime import (
 )
 from service.mail.tokens import unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
-from service.model import FREQUENCIES, Article, Category, Frequency, Subscriber
+from service.model import FREQUENCIES, Article, Category, Event, Frequency, Subscriber
 from service.settings import Settings, read_logo
 from service.templating import Templates
 
@@ -44,12 +46,20 @@ __all__ = [
     "Rendered",
 ]
 
-EMAIL_TEMPLATES = ["email/subject.txt.j2", "email/digest.txt.j2", "email/digest.html.j2"]
+EMAIL_TEMPLATES = [
+    "email/subject.txt.j2",
+    "email/digest.txt.j2",
+    "email/digest.html.j2",
+    "email/_events.txt.j2",
+    "email/_events.html.j2",
+]
 GREETING_WITHOUT_NAME = "quý độc giả"  # "Kính gửi quý độc giả," reads as a letter should
 FREQUENCY_LABELS = {"immediate": "ngay khi có tin", "daily": "hằng ngày", "weekly": "hằng tuần"}
 MORE_LINKS = 50  # articles past mail.max_items listed as title links; the rest are counted
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 HTML_BUDGET = 90_000  # bytes of HTML: under Gmail's ~102 KB clip with room for the headers
+MAX_CALENDAR_EVENTS = 200  # sessions in one digest's calendar part
+NO_EVENTS = DigestEvents({}, {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +150,8 @@ class Composer:
         sample = Subscriber("check@example.org")
         known = self.context(sample, (), "daily", now or _EPOCH).keys()
         for name in EMAIL_TEMPLATES:
-            problems += self.templates.unknown_names(name, known)
+            if not name.rsplit("/", 1)[-1].startswith("_"):  # a partial sees its includer's
+                problems += self.templates.unknown_names(name, known)
         if problems or now is None:
             return problems
         for subscriber in (sample, Subscriber("check@example.org", "Nguyễn Văn A")):
@@ -159,10 +170,13 @@ class Composer:
         now: datetime,
         shown: int | None = None,
         links: int = MORE_LINKS,
+        events: DigestEvents = NO_EVENTS,
     ) -> dict[str, Any]:
         """The variables the email templates see for one subscriber's digest: ``articles`` are
         the first ``shown`` (default ``mail.max_items``) in full, ``more`` the next ``links``
-        as title links, ``more_count`` all past ``articles``, ``unlisted`` those in neither."""
+        as title links, ``more_count`` all past ``articles``, ``unlisted`` those in neither;
+        ``updates`` maps the id of each article sent again because its sessions changed to
+        its ``label`` and ``changes`` (see mail.events)."""
         base = self.site.base_url
         shown = self.max_items if shown is None else shown
         full, rest = articles[:shown], articles[shown:]
@@ -175,9 +189,14 @@ class Composer:
             "more_count": len(rest),
             "unlisted": max(0, len(rest) - links),
             "count": len(articles),
+            "tally": tally(len(articles), sum(a.id in events.updates for a in articles)),
             "frequency": frequency,
             "frequency_label": FREQUENCY_LABELS[frequency],
             "categories": sorted({a.category.name for a in articles}),
+            "updates": {
+                article_id: {"label": update_label(found), "changes": found}
+                for article_id, found in events.updates.items()
+            },
             "unsubscribe_url": unsubscribe_url(base, self.secret_key, subscriber.key),
             "greeting": subscriber.name or GREETING_WITHOUT_NAME,
             "content": self.settings.mail.content,
@@ -193,13 +212,14 @@ class Composer:
         articles: Sequence[Article],
         frequency: Frequency,
         now: datetime,
+        events: DigestEvents = NO_EVENTS,
     ) -> Rendered:
         """``subscriber``'s digest of ``articles``, rendered; TemplateError if a template fails or
         the subject comes out empty. HTML over HTML_BUDGET is rendered again with fewer title
         links, then fewer full articles, down to one."""
         shown, links = self.max_items, MORE_LINKS
         while True:
-            context = self.context(subscriber, articles, frequency, now, shown, links)
+            context = self.context(subscriber, articles, frequency, now, shown, links, events)
             html = self.inliner.inline(self.templates.render("email/digest.html.j2", **context))
             if len(html.encode("utf-8")) <= HTML_BUDGET or (shown <= 1 and links == 0):
                 break
@@ -221,13 +241,42 @@ class Composer:
         message_id: str,
         now: datetime,
         delivery_id: int | None = None,
+        events: DigestEvents = NO_EVENTS,
     ) -> bytes:
         """The whole message, CRLF line endings, ready for SMTP DATA (and signed if configured).
 
         ``delivery_id`` (the ledger's) signs the ``mailto:`` unsubscribe fallback when
-        ``mail.bounce_address`` is set; without it the message has only the HTTPS link."""
-        rendered = self.render(subscriber, articles, frequency, now)
-        return self.message_bytes(subscriber, rendered, message_id, now, delivery_id)
+        ``mail.bounce_address`` is set; without it the message has only the HTTPS link. When
+        its articles have events, the message carries them as a calendar (see ``calendar``)."""
+        rendered = self.render(subscriber, articles, frequency, now, events)
+        calendar = self.calendar(articles, events)
+        return self.message_bytes(subscriber, rendered, message_id, now, delivery_id, calendar)
+
+    def calendar(self, articles: Sequence[Article], events: DigestEvents) -> bytes | None:
+        """The iCalendar (METHOD:PUBLISH) of the sessions of ``articles``, at their SEQUENCE,
+        with each session an update dropped marked cancelled; None when they have none."""
+        entries: list[tuple[Article, Event]] = []
+        for article in articles:
+            entries.extend((article, event) for event in article.events)
+            entries.extend(
+                (article, replace(change.before, status="cancelled"))
+                for change in events.updates.get(article.id, ())
+                if change.after is None and change.before is not None
+            )
+        if not entries:
+            return None
+        spec = CalendarSpec(
+            name=f"{self.site.title}: lịch",
+            url=f"{self.site.base_url}/",
+            zone=self.site.zone,
+            base_url=self.site.base_url,
+        )
+
+        def sequence(article: Article, event: Event) -> int:
+            found = events.sequence.get((article.id, event.uid))
+            return stateless_sequence(article, event) if found is None else found
+
+        return calendar_bytes(spec, entries[:MAX_CALENDAR_EVENTS], sequence)
 
     def message_bytes(
         self,
@@ -236,6 +285,7 @@ class Composer:
         message_id: str,
         now: datetime,
         delivery_id: int | None = None,
+        calendar: bytes | None = None,
     ) -> bytes:
         """The whole message of a rendered digest, ready for SMTP DATA, DKIM-signed if set up."""
         mailto = feedback = None
@@ -257,7 +307,9 @@ class Composer:
             unsubscribe_mailto=mailto,
             feedback_id=feedback,
         )
-        return build_message(envelope, rendered.text, rendered.html, self.dkim, self.images)
+        return build_message(
+            envelope, rendered.text, rendered.html, self.dkim, calendar, self.images
+        )
 
     def viewable(self, html: str) -> str:
         """``html`` with its cid: images as data: URIs, for a browser (bantin preview)."""

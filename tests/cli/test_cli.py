@@ -245,4 +245,23 @@ def test_check_renders_the_index_and_names_the_line_that_fails(project: Path, wr
     )
     done = bantin(project, "check")
     assert done.returncode == 1
-    assert "index.html.j2:5" in done.stdout and "colour" in done.stdout, done.stdout
+    lines = index.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines, start=1) if "colour" in line)
+    assert f"index.html.j2:{at}" in done.stdout and "colour" in done.stdout, done.stdout
+
+
+def test_check_names_the_schedule_row_that_cannot_be_read(project: Path, write: Write) -> None:
+    write("../config/subscribers.toml", "")
+    write(
+        "lich.md",
+        "---\ntitle: Lịch tiếp công dân\ndate: 2020-01-01\n---\n"
+        "| Thời gian | Địa điểm |\n|---|---|\n| 07h30, thứ Ba 15/12/2026 | Trụ sở |\n"
+        "| 14h00 ngày 17/12 | Trụ sở |\n",
+    )
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("content/")]
+    assert line.startswith("content/lich.md: schedule table row 2 (14h00 ngày 17/12 | Trụ sở)")
+    assert "no event is published" in line
+    built = bantin(project, "build")  # the article itself is published all the same
+    assert built.returncode == 0 and "1 articles published" in built.stdout
