@@ -182,13 +182,12 @@ class InlineImage:
 
 
 def _image_part(image: InlineImage) -> bytes:
-    encoded = base64.b64encode(image.data)
     return (
         f"Content-Type: {image.media_type}\r\n"
         "Content-Transfer-Encoding: base64\r\n"
         f"Content-ID: <{image.content_id}>\r\n"
         f'Content-Disposition: inline; filename="{image.filename}"\r\n\r\n'
-    ).encode("ascii") + b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+    ).encode("ascii") + _base64_lines(image.data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,3 +129,31 @@ def test_check_names_a_logo_that_is_missing_not_an_image_or_too_big(project: Pat
     assert "site.logo is 68 KB" in check()
     logo.unlink()
     assert f"{logo}: site.logo cannot be read" in check()
+
+
+def test_the_logo_and_a_calendar_travel_together(project: Path) -> None:
+    import email
+    import email.policy
+
+    from service.content.slug import category
+    from service.model import Article, Event
+
+    settings = configure(project)
+    composer = Composer(settings, b"k" * 32)
+    session = Event("1", "Tiếp công dân", datetime(2026, 12, 15, 0, 30, tzinfo=UTC))
+    lich = Article(
+        "lich", "lich", "Lịch tiếp", NOW, category("Lịch"), "Tóm tắt.", "<p>x</p>", "lich.md",
+        events=(session,),
+    )  # fmt: skip
+    reader = Subscriber("doc.gia@example.org")
+    data = composer.compose(reader, [lich], "daily", message_id(reader.key, ["l"], "x.vn"), NOW)
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message.get_content_type() == "multipart/mixed"
+    types = [part.get_content_type() for part in message.walk()]
+    assert types == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "multipart/related",
+        "text/html", "image/png", "text/calendar",
+    ]  # fmt: skip
+    html = message.get_body(("html",)).get_content()
+    [image] = [p for p in message.walk() if p.get_content_type() == "image/png"]
+    assert f'src="cid:{image["Content-ID"].strip("<>")}"' in html
