@@ -40,7 +40,9 @@ class ConfigError(BantinError):
     it, a reload refuses it and the old configuration runs on."""
 
     def __init__(self, file: Path | str, reason: str, line: int | None = None) -> None:
-        self.file = str(file)
+        # a path as the config writes it is relative to where bantin runs: name it whole, so
+        # that someone who ran bantin from elsewhere sees which file was looked for
+        self.file = str(file.absolute() if isinstance(file, Path) else file)
         self.line = line
         self.reason = reason
         where = f"{self.file}:{line}" if line else self.file

@@ -62,6 +62,10 @@ class Category:
     name: str
     slug: str
 
+    def page_path(self) -> str:
+        """The category's page and feeds under the output directory."""
+        return f"categories/{self.slug}/"
+
 
 @dataclass(frozen=True, slots=True)
 class Article:

@@ -40,6 +40,8 @@ from service.cron import CronSyntaxError, parse_cron
 from service.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/bantin.toml")
+LOGO_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
+LOGO_MAX_BYTES = 64 * 1024  # it travels in every message
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -67,8 +69,42 @@ class SiteSettings(_Section):
     description: str = ""
     author: str = ""
     templates_dir: Path = Path("templates")
+    # the office's identity on pages and mail, without editing templates
+    logo: Path | None = None  # PNG, JPEG or GIF, at most LOGO_MAX_BYTES
+    accent_color: str = "#0b57a4"
+    contact_address: str = ""
+    contact_phone: str = ""
+    contact_email: str = ""
+    footer: str = ""
 
-    _plain = field_validator("title", "description", "author", "language")(_no_control)
+    _plain = field_validator(
+        "title",
+        "description",
+        "author",
+        "language",
+        "contact_address",
+        "contact_phone",
+        "contact_email",
+    )(_no_control)
+
+    @field_validator("accent_color")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not re.fullmatch(r"#(?:[0-9a-fA-F]{3}){1,2}", value.strip()):
+            raise ValueError("must be a colour written like #0b57a4 (or #06c)")
+        return value.strip().lower()
+
+    @field_validator("logo")
+    @classmethod
+    def _image(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix.lower() not in LOGO_TYPES:
+            raise ValueError("must be a .png, .jpg or .gif file (mail programs do not show SVG)")
+        return value
+
+    @property
+    def logo_type(self) -> str | None:
+        """The logo's media type, if there is a logo."""
+        return LOGO_TYPES[self.logo.suffix.lower()] if self.logo is not None else None
 
     @field_validator("language")
     @classmethod
@@ -179,6 +215,7 @@ class MailSettings(_Section):
     # the VERP return path: bounces come back to bounce_address, signed per delivery
     bounce_address: str | None = None
     max_items: int = Field(default=20, ge=1, le=1000)  # articles shown in full per digest
+    content: Literal["summary", "full"] = "summary"  # what a digest shows of each article
 
     _plain = field_validator("from_")(_no_control)
 
@@ -419,6 +456,31 @@ _CURRENT_FILE: dict[str, dict[str, Any] | None] = {"data": None}
 def config_path(cli_value: str | None) -> Path:
     """The config file to read: --config, else $BANTIN_CONFIG, else config/bantin.toml."""
     return Path(cli_value or os.environ.get("BANTIN_CONFIG") or DEFAULT_CONFIG)
+
+
+_LOGO_MAGIC = {"image/png": b"\x89PNG", "image/jpeg": b"\xff\xd8\xff", "image/gif": b"GIF8"}
+
+
+def read_logo(site: SiteSettings) -> bytes | None:
+    """The bytes of ``site.logo`` (None without one); ConfigError naming the file if it cannot
+    be read, is not the image its name says, or is too big to travel in every message."""
+    if site.logo is None or site.logo_type is None:
+        return None
+    try:
+        data = site.logo.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            site.logo, f"site.logo cannot be read ({exc.strerror}); check the path"
+        ) from None
+    if not data.startswith(_LOGO_MAGIC[site.logo_type]):
+        raise ConfigError(site.logo, f"site.logo is not a valid {site.logo_type} file")
+    if len(data) > LOGO_MAX_BYTES:
+        raise ConfigError(
+            site.logo,
+            f"site.logo is {len(data) // 1024} KB; it is sent inside every message, so keep it "
+            f"under {LOGO_MAX_BYTES // 1024} KB (a PNG about 400 px wide)",
+        )
+    return data
 
 
 def load_settings(path: Path) -> Settings:

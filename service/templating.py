@@ -10,6 +10,7 @@ naming it; nothing it does can hold a thread for longer than ``RENDER_SECONDS``.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import functools
 import operator
 import re
@@ -22,7 +23,7 @@ from typing import Any
 
 import jinja2
 from babel.dates import format_datetime
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
@@ -330,8 +331,24 @@ class Templates:
                 f"{start:%H:%M}, {day} – {end:%H:%M}, {WEEKDAYS_VI[end.weekday()]} {end:%d/%m/%Y}"
             )
 
+        def clock_time(value: datetime) -> str:
+            """ " lúc 08:00" when the moment has a time of day in the site's zone, else ""."""
+            local = value.astimezone(zone)
+            return "" if (local.hour, local.minute) == (0, 0) else local.strftime(" lúc %H:%M")
+
+        def long_moment(value: datetime) -> str:
+            return long_date(value) + clock_time(value)
+
+        def short_moment(value: datetime) -> str:
+            return short_date(value) + clock_time(value).replace(" lúc", ",")
+
         self.env.filters.update(
-            long_date=long_date, short_date=short_date, date_time=date_time, event_when=event_when
+            long_date=long_date,
+            short_date=short_date,
+            date_time=date_time,
+            long_moment=long_moment,
+            short_moment=short_moment,
+            event_when=event_when,
         )
 
     def render(self, name: str, **context: Any) -> str:
@@ -360,18 +377,67 @@ class Templates:
             raise
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(
-                str(exc), f"not found in {self.directory}; restore it from the repository"
+                str(exc),
+                f"not found in {self.directory.absolute()}; restore it from the repository",
             ) from None
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
                 f"{exc.name or name}:{exc.lineno}", exc.message or "syntax error"
             ) from exc
         except SecurityError as exc:
-            raise TemplateError(name, f"refused by the sandbox: {exc}", limit=True) from exc
+            raise TemplateError(
+                self._where(name, exc), f"refused by the sandbox: {exc}", limit=True
+            ) from exc
         except jinja2.UndefinedError as exc:
-            raise TemplateError(name, f"{exc.message}; check the variable names") from exc
+            raise TemplateError(
+                self._where(name, exc), f"{exc.message}; check the variable names"
+            ) from exc
         except Exception as exc:  # a template can raise anything a filter raises
-            raise TemplateError(name, f"failed to render: {exc}") from exc
+            raise TemplateError(self._where(name, exc), f"failed to render: {exc}") from exc
+
+    def _where(self, name: str, exc: BaseException) -> str:
+        """``name:line`` of the template line that raised (an included one's, if it was there);
+        jinja2 rewrites tracebacks so that a template's frames carry its file and line."""
+        root = str(self.directory.resolve())
+        found = name
+        tb = exc.__traceback__
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if filename.endswith(".j2"):
+                resolved = str(Path(filename).resolve())
+                relative = (
+                    resolved[len(root) + 1 :] if resolved.startswith(root + "/") else filename
+                )
+                found = f"{relative}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        return found
+
+    def unknown_names(self, name: str, known: Iterable[str]) -> list[TemplateError]:
+        """The variables ``name`` uses that are neither in ``known`` (what bantin passes it) nor
+        set by the template itself, each with the first line it is used on; found without
+        rendering, so a branch the sample data never takes is checked too."""
+        try:
+            source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+            tree = self.env.parse(source, name)
+        except (jinja2.TemplateNotFound, jinja2.TemplateSyntaxError):
+            return []  # check() reports those
+        allowed = set(known) | set(self.env.globals)
+        problems = []
+        for variable in sorted(meta.find_undeclared_variables(tree) - allowed):
+            line = min(
+                (n.lineno for n in tree.find_all(nodes.Name) if n.name == variable),
+                default=None,
+            )
+            close = difflib.get_close_matches(variable, sorted(set(known)), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(
+                TemplateError(
+                    f"{name}:{line}" if line else name,
+                    f"{variable!r} is undefined: bantin gives this template "
+                    f"{', '.join(sorted(set(known)))}{hint}",
+                )
+            )
+        return problems
 
     def check(self, names: list[str]) -> list[TemplateError]:
         """Compile each template; return the problems (syntax errors, missing files)."""
@@ -380,7 +446,7 @@ class Templates:
             try:
                 self.env.get_template(name)
             except jinja2.TemplateNotFound:
-                problems.append(TemplateError(name, f"not found in {self.directory}"))
+                problems.append(TemplateError(name, f"not found in {self.directory.absolute()}"))
             except jinja2.TemplateSyntaxError as exc:
                 problems.append(
                     TemplateError(f"{exc.name or name}:{exc.lineno}", exc.message or "syntax error")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -64,6 +65,10 @@ def _start(owner: int, initializer: Callable[..., None] | None, initargs: tuple[
     so neither notices when our process is killed: each worker waits on a pidfd of its owner
     and exits the moment it is gone (the forkserver and resource tracker then follow).
     """
+    # Ctrl-C reaches every process of the terminal's group and systemd's SIGTERM every process
+    # of the unit: the owner decides when its workers stop, and they end with it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(owner,), daemon=True, name="owner-watch").start()
     if initializer is not None:
         initializer(*initargs)

@@ -1,7 +1,7 @@
 """The `bantin` command: parses arguments, loads Settings once, and hands them down.
 
-content (build, check), mail (digest, preview, status, resume), subscribers (export, import,
-forget), and run (the service); logs and progress are how they report.
+content (build, check), mail (digest, preview, status, resume, resubscribe), subscribers
+(export, import, forget), and run (the service); logs and progress are how they report.
 
 May import everything: the CLI is the outermost edge.
 """
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from service.cli.mail import (
     cmd_digest,
     cmd_init,
     cmd_preview,
+    cmd_resubscribe,
     cmd_resume,
     cmd_status,
 )
@@ -44,6 +48,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from service.runtime.service import run_service  # the service's imports, only for `run`
 
     return run_service(settings, args.config_file)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 1000")
+    return value
 
 
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -85,6 +99,14 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("--frequency", choices=FREQUENCIES)
     preview.add_argument("--html", metavar="FILE", help="also write the HTML part here")
     preview.add_argument("--eml", metavar="FILE", help="also write the whole message here")
+    preview.add_argument(
+        "--latest",
+        metavar="N",
+        type=_positive,
+        help="show the digest of the latest N articles they would receive, new or not "
+        "(what it shows by itself when nothing is new, with N=5)",
+    )
+    preview.add_argument("--open", action="store_true", help="open the HTML in a web browser")
     init = add(
         "init",
         cmd_init,
@@ -101,6 +123,13 @@ def parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "subscribers, last runs, pending and failed deliveries")
     resume = add("resume", cmd_resume, "lift the suspension or suppression of EMAIL")
     resume.add_argument("email")
+    resubscribe = add(
+        "resubscribe",
+        cmd_resubscribe,
+        "take back EMAIL's unsubscription when they asked for the digest again (asks to confirm)",
+    )
+    resubscribe.add_argument("email")
+    resubscribe.add_argument("--yes", action="store_true", help="confirm without asking")
     bounce = add(
         "bounce",
         cmd_bounce,
@@ -142,14 +171,52 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so both stop a command alike."""
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise Stopped()
+
+
+# What a command stopped by a signal leaves behind, when there is more to say than "stopped"
+_AFTER_STOP = {
+    "digest": "what was not sent stays pending, and the next run sends it",
+    "run": "what was not sent stays pending, and the next run sends it",
+}
+
+
+def _stopped(args: argparse.Namespace, by_sigterm: bool) -> int:
+    name, status = ("SIGTERM", 143) if by_sigterm else ("Ctrl-C", 130)
+    after = _AFTER_STOP.get(args.command)
+    print(
+        f"bantin {args.command}: stopped by {name}" + (f"; {after}" if after else ""),
+        file=sys.stderr,
+    )
+    return status
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (`bantin status | head -1`): stop quietly, as other
+    Unix tools do, and keep the interpreter from failing again when it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool the closed pipe killed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `bantin` command; returns the exit status."""
+    """The `bantin` command; returns the exit status. Nothing prints a traceback unless ``-v``:
+    not a BantinError, not Ctrl-C or SIGTERM (130, 143), not a closed pipe (141)."""
     args = parser().parse_args(argv)
     setup_logging(args.verbose, args.log_json)
     args.config_file = config_path(args.config)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if main_thread else None
     try:
         settings = load_settings(Path(args.config_file))
         result: int = args.func(settings, args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return result
     except BantinError as exc:
         if args.verbose:
@@ -157,5 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bantin: {exc}", file=sys.stderr)
         failure: int = getattr(args, "failure_status", 2)
         return failure
-    except KeyboardInterrupt:
-        return 130
+    except BrokenPipeError:
+        if args.verbose:
+            log.exception("bantin %s: its output was closed", args.command)
+        return _pipe_closed()
+    except KeyboardInterrupt as exc:
+        if args.verbose:
+            log.exception("bantin %s stopped", args.command)
+        return _stopped(args, isinstance(exc, Stopped))
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

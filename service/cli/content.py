@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 
 from service import clock
+from service.content.scan import Scan
 from service.content.slug import category
 from service.content.source import Source
-from service.errors import BantinError, printable
+from service.errors import BantinError, TemplateError, printable
 from service.ledger import State
 from service.mail.compose import Composer
 from service.mail.mime import read_dkim_key
 from service.mail.notices import SIGNUP_TEMPLATES
 from service.mail.subscribers import validate
 from service.publish.build import Builder, page_problems
-from service.publish.pages import PAGE_TEMPLATES, Pages
+from service.publish.pages import PAGE_CONTEXT, PAGE_TEMPLATES, Pages
 from service.publish.search import SEARCH_DIR, index_site
 from service.serve.signup import SIGNUP_PAGES
 from service.settings import Settings
@@ -71,11 +75,20 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     site = settings.site
     templates = Templates(site.templates_dir, zone=site.zone, language=site.language)
-    problems += [str(p) for p in templates.check(PAGE_TEMPLATES)]
+    page_problems_found = templates.check(PAGE_TEMPLATES)
+    if not page_problems_found:
+        for name in PAGE_TEMPLATES:
+            page_problems_found += templates.unknown_names(name, PAGE_CONTEXT[name])
+    problems += [str(p) for p in page_problems_found]
     mail = settings.mail
+    composer: Composer | None = None
     try:
         dkim = read_dkim_key(mail.dkim_domain, mail.dkim_selector, mail.dkim_key_file)
-        problems += [str(p) for p in Composer(settings, b"check", dkim).check()]
+        composer = Composer(settings, b"check", dkim)
+        email_problems = [str(p) for p in composer.check()]
+        problems += email_problems
+        if email_problems:
+            composer = None
     except BantinError as exc:
         problems.append(str(exc))
     known: dict[str, str] | None = None
@@ -102,12 +115,14 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
                 "its identity, but one moved and edited while bantin is stopped becomes a new "
                 "article (news again); give 'id:' to those you will reorganise"
             )
-        if not templates.check(PAGE_TEMPLATES):  # render what a build would render
+        now = clock.now()
+        published = scan.published(now)
+        if not page_problems_found:  # render what a build would render
             pages = Pages(templates, settings)
-            problems += [
-                f"{settings.source.dir}/{p}"
-                for p in page_problems(pages, scan.published(clock.now()))
-            ]
+            problems += [f"{settings.source.dir}/{p}" for p in page_problems(pages, published)]
+            problems += [str(p) for p in site_page_problems(pages, scan, now, settings)]
+        if composer is not None:  # and a digest of the newest articles, as a run would
+            problems += [str(p) for p in composer.check(published[:5], now)]
     except BantinError as exc:
         problems.append(str(exc))
     if settings.subscribe.enabled:
@@ -129,6 +144,29 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     except BantinError as exc:
         problems.append(str(exc))
     return problems, warnings
+
+
+def site_page_problems(
+    pages: Pages, scan: Scan, now: datetime, settings: Settings
+) -> list[TemplateError]:
+    """What rendering the index, category, categories and 404 pages raises, as a build would
+    render them (each failure names its template and line)."""
+    limit = settings.feeds.max_items
+    sections = scan.recent_by_category(now, limit)
+    categories = [category for category, _ in sections]
+    renders: list[Callable[[], bytes]] = [
+        lambda: pages.index(scan.published(now)[:limit], categories),
+        lambda: pages.categories(categories),
+        pages.not_found,
+        *(partial(pages.category, category, recent) for category, recent in sections[:1]),
+    ]
+    problems = []
+    for render in renders:
+        try:
+            render()
+        except TemplateError as exc:
+            problems.append(exc)
+    return problems
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:

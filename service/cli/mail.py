@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import re
 import sys
+import tempfile
+import webbrowser
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -27,7 +32,17 @@ from service.mail.subscribers import read_entries
 from service.model import FREQUENCIES, Article, Frequency, Subscriber
 from service.settings import Settings
 
-__all__ = ["cmd_bounce", "cmd_digest", "cmd_init", "cmd_preview", "cmd_resume", "cmd_status"]
+__all__ = [
+    "cmd_bounce",
+    "cmd_digest",
+    "cmd_init",
+    "cmd_preview",
+    "cmd_resubscribe",
+    "cmd_resume",
+    "cmd_status",
+]
+
+log = logging.getLogger("bantin")
 
 MAX_BOUNCE = 25 * 2**20  # bytes of a returned message bantin bounce reads
 
@@ -56,8 +71,14 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
     """
     frequency: Frequency = args.frequency
     state = State(settings.state.url)
+    # a dry run sends and records nothing, so it runs beside `bantin run` without its lock
+    lock: AbstractContextManager[object] = (
+        nullcontext()
+        if args.dry_run
+        else held(runner_lock(state), f"digest --frequency {frequency}")
+    )
     try:
-        with held(runner_lock(state), f"digest --frequency {frequency}"):
+        with lock:
             published = _published(settings, state, clock.now())
             known = {a.category.slug: a.category.name for a in published}
             progress = (
@@ -108,10 +129,15 @@ def _find_subscriber(settings: Settings, email: str) -> Subscriber:
     )
 
 
+PREVIEW_LATEST = 5  # articles a preview shows when nothing is new for the subscriber
+
+
 def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
     """`bantin preview`: print the digest EMAIL would get now; sends and records nothing.
 
-    ``--html`` and ``--eml`` also write its HTML part and its whole message to files.
+    With nothing new for them (or with ``--latest N``) it shows the digest of the latest N
+    published articles of their categories, and says so. ``--html`` and ``--eml`` also write
+    its HTML part and its whole message to files; ``--open`` shows the HTML in a browser.
     ConfigError if EMAIL is not a valid entry of the subscribers file.
     """
     subscriber = _find_subscriber(settings, args.email)
@@ -124,21 +150,56 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
         composer = _composer(settings, state)
     finally:
         state.close()
+    articles = news.articles
     if not news.status.active:
-        print(f"{subscriber.email} is unsubscribed or suspended: they get nothing", file=sys.stderr)
-        return 0
-    if not news.articles:
-        print(f"nothing new for {subscriber.email}: no digest would be sent now", file=sys.stderr)
-        return 0
-    rendered = composer.render(subscriber, news.articles, frequency, moment)
+        print(
+            f"{subscriber.email} is unsubscribed, suspended or suppressed: they get nothing",
+            file=sys.stderr,
+        )
+        if args.latest is None:
+            return 0
+    if args.latest is not None or not articles:
+        count = args.latest or PREVIEW_LATEST
+        theirs = [a for a in published if subscriber.wants(a)]
+        theirs.sort(key=lambda a: (a.date, a.id), reverse=True)
+        if args.latest is None:
+            print(
+                f"nothing new for {subscriber.email}: no digest would be sent now. Here is "
+                f"what one looks like with the latest {count} article(s) they would receive "
+                "(--latest N to choose how many):",
+                file=sys.stderr,
+            )
+        articles = theirs[:count]
+        if not articles:
+            print(
+                f"no published article is in {subscriber.email}'s categories yet: nothing to show",
+                file=sys.stderr,
+            )
+            return 0
+    rendered = composer.render(subscriber, articles, frequency, moment)
     print(f"Subject: {rendered.subject}\n")
     print(rendered.text)
-    if args.html:
-        Path(args.html).write_text(rendered.html, encoding="utf-8")
+    html_file = Path(args.html) if args.html else None
+    if html_file is not None:
+        html_file.write_text(composer.viewable(rendered.html), encoding="utf-8")
     if args.eml:
-        mid = message_id(subscriber.key, [a.id for a in news.articles], composer.domain)
+        mid = message_id(subscriber.key, [a.id for a in articles], composer.domain)
         Path(args.eml).write_bytes(composer.message_bytes(subscriber, rendered, mid, moment))
+    if args.open:
+        _open_in_browser(composer.viewable(rendered.html), html_file, subscriber.key)
     return 0
+
+
+def _open_in_browser(html: str, html_file: Path | None, key: str) -> None:
+    if html_file is None:
+        folder = Path(tempfile.gettempdir())
+        html_file = folder / f"bantin-preview-{re.sub(r'[^a-z0-9]+', '-', key)}.html"
+        html_file.write_text(html, encoding="utf-8")
+    url = html_file.resolve().as_uri()
+    if not webbrowser.open(url):
+        print(f"no browser to open here; the preview is {html_file.resolve()}", file=sys.stderr)
+    else:
+        print(f"opened {url}", file=sys.stderr)
 
 
 def _when(moment: datetime, settings: Settings) -> str:
@@ -146,15 +207,12 @@ def _when(moment: datetime, settings: Settings) -> str:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    """`bantin status`: subscribers by frequency, deliveries by status, the last run of each
-    job, pending and failed deliveries, suspended and unsubscribed addresses."""
-    by_frequency = dict.fromkeys(FREQUENCIES, 0)
-    invalid = 0
-    for entry in read_entries(settings.mail.subscribers_file):
-        if entry.subscriber is None:
-            invalid += 1
-        else:
-            by_frequency[entry.subscriber.frequency] += 1
+    """`bantin status`: active subscribers by frequency, deliveries by status, the last run of
+    each job, pending and failed deliveries; suspended, unsubscribed and suppressed addresses
+    listed apart (they are not counted as subscribers)."""
+    entries = [e.subscriber for e in read_entries(settings.mail.subscribers_file)]
+    invalid = sum(1 for s in entries if s is None)
+    listed = [s for s in entries if s is not None]
     state = State(settings.state.url)
     try:
         leader = state.leader()
@@ -167,10 +225,19 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         signups = state.signups.counts(clock.now(), settings.subscribe.confirm_hours)
     finally:
         state.close()
+    inactive = (
+        {e for e, _ in suspended} | {e for e, _ in unsubscribed} | {s.email for s in suppressed}
+    )
+    by_frequency = dict.fromkeys(FREQUENCIES, 0)
+    for subscriber in listed:
+        if subscriber.key not in inactive:
+            by_frequency[subscriber.frequency] += 1
     total = sum(by_frequency.values())
+    apart = len(listed) - total
     print(
-        f"Subscribers: {total} in {settings.mail.subscribers_file} "
+        f"Subscribers: {total} active in {settings.mail.subscribers_file} "
         f"({', '.join(f'{k} {v}' for k, v in by_frequency.items())})"
+        + (f", {apart} more listed but not mailed (below)" if apart else "")
         + (f", {invalid} invalid (see bantin check)" if invalid else "")
     )
     print(
@@ -228,8 +295,15 @@ def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
     try:
         resumed = state.subscribers.resume(args.email)
         lifted = state.suppressions.lift(args.email)
+        unsubscribed = dict(state.subscribers.addresses("unsubscribed")).get(args.email.lower())
     finally:
         state.close()
+    if unsubscribed is not None:
+        print(
+            f"{args.email} unsubscribed on {_when(unsubscribed, settings)}; if they asked for "
+            f"the digest again: bantin resubscribe {args.email}",
+            file=sys.stderr,
+        )
     if resumed or lifted:
         what = " and ".join(
             w for w, done in (("suspended", resumed), ("suppressed", lifted)) if done
@@ -238,6 +312,64 @@ def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"{args.email} was neither suspended nor suppressed; nothing changed", file=sys.stderr)
     return 1
+
+
+def _confirmed(question: str) -> bool:
+    """Ask the operator on stderr; yes only for an answer that says so (EOF is no)."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes", "có", "co")
+
+
+def cmd_resubscribe(settings: Settings, args: argparse.Namespace) -> int:
+    """`bantin resubscribe`: take back EMAIL's unsubscription, when they asked the office for the
+    digest again; confirmed by the operator (``--yes`` or an answer) and logged. A complaint's
+    suppression goes with it; a bounce's stays (``bantin resume``). 1 if EMAIL was not
+    unsubscribed or the operator did not confirm."""
+    email = args.email.strip()
+    state = State(settings.state.url)
+    try:
+        unsubscribed = dict(state.subscribers.addresses("unsubscribed"))
+        since = unsubscribed.get(email.lower())
+        if since is None:
+            print(f"{email} is not unsubscribed; nothing changed", file=sys.stderr)
+            return 1
+        question = (
+            f"{email} unsubscribed on {_when(since, settings)}. Mail them again only if they "
+            "asked you to. Resubscribe them?"
+        )
+        if not (args.yes or _confirmed(question)):
+            print(f"{email} stays unsubscribed (not confirmed; --yes confirms)", file=sys.stderr)
+            return 1
+        state.subscribers.resubscribe(email)
+        complaint = state.suppressions.lift(email, reason="complaint")
+        still = [s for s in state.suppressions.all() if s.email == email.lower()]
+    finally:
+        state.close()
+    log.info(
+        "resubscribed %s by the operator (unsubscribed since %s%s)",
+        email.lower(),
+        _when(since, settings),
+        "; their spam complaint lifted" if complaint else "",
+    )
+    print(
+        f"{email} is subscribed again from the next article on "
+        "(what appeared while they were away is not sent)"
+    )
+    if still:
+        print(
+            f"{email} is still suppressed ({still[0].reason.replace('_', ' ')}); "
+            "bantin resume EMAIL lifts that once the address works",
+            file=sys.stderr,
+        )
+    entries = read_entries(settings.mail.subscribers_file)
+    if not any(e.subscriber and e.subscriber.key == email.lower() for e in entries):
+        print(
+            f"{email} is not in {settings.mail.subscribers_file}; add a [[subscriber]] block "
+            "for it, or they get nothing",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def cmd_bounce(settings: Settings, args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from html.parser import HTMLParser
 
 import cmarkgfm
 import nh3
@@ -100,6 +101,50 @@ _BREAKS = re.compile(
 def html_to_text(markup: str) -> str:
     """The visible text of sanitised HTML, on one line."""
     return one_line(html.unescape(nh3.clean(_BREAKS.sub(" ", markup), tags=set())))
+
+
+_BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "blockquote", "pre", "table",
+           "dd", "dt", "figcaption", "br", "hr", "div", "ul", "ol"}  # fmt: skip
+
+
+class _Paragraphs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self.current: list[str] = []
+
+    def _end_block(self) -> None:
+        line = one_line("".join(self.current)).removesuffix(" |").strip()
+        if line:
+            self.blocks.append(line)
+        self.current = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            alt = (dict(attrs).get("alt") or "").strip()
+            self.current.append(f" [{alt}] " if alt else " ")
+        elif tag in ("br", "hr"):
+            self._end_block()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th"):
+            self.current.append(" | ")
+        elif tag in _BLOCKS:
+            self._end_block()
+
+    def handle_data(self, data: str) -> None:
+        self.current.append(data)
+
+
+def html_to_paragraphs(markup: str) -> str:
+    """The visible text of sanitised HTML as plain-text paragraphs (a digest's text part in
+    full): blocks and table rows on lines of their own, cells separated by " | ", an image by
+    its alt text in brackets."""
+    parser = _Paragraphs()
+    parser.feed(markup)
+    parser.close()
+    parser._end_block()
+    return "\n\n".join(parser.blocks)
 
 
 def plain_text(text: str) -> str:

@@ -6,9 +6,11 @@ Pure functions: text in, Article out, ArticleError for anything a person must fi
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Callable
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -26,9 +28,14 @@ from service.content.markup import (
 )
 from service.content.slug import category, make_slug
 from service.errors import ArticleError
-from service.model import Article
+from service.model import Article, Event
 
 DEFAULT_CATEGORY = "Tin tức"
+FRONT_MATTER_KEYS = (
+    "title", "date", "category", "author", "summary", "updated", "id", "slug", "url", "draft",
+    "tags", "events",
+)  # fmt: skip
+T = TypeVar("T")
 # Far-off years are typos, and near the ends of datetime's range converting to UTC or to the
 # site's zone overflows, which would stop sorting, feeds and pages for every article.
 YEARS = range(1900, 9000)
@@ -185,53 +192,100 @@ def _article(
         value = text(key)
         return plain_text(value) or None if value is not None else None
 
-    title = words("title")
-    if not title:
-        raise ArticleError(source, "front matter has no 'title'; add one")
-    date_value = published or when("date")
-    if date_value is None:
-        raise ArticleError(source, "front matter has no 'date'; add one, like 'date: 2024-05-31'")
+    problems: list[str] = []
+
+    def field(read: Callable[[], T], default: T) -> T:
+        """``read()``, or ``default`` with its problem kept: every problem is reported at once."""
+        try:
+            return read()
+        except ArticleError as exc:
+            problems.append(exc.reason)
+            return default
+
+    def required(key: str, value: object, hint: str) -> None:
+        if value is None or value == "":
+            problems.append(f"front matter has no '{key}'; {hint}")
+
+    misspelt = _misspelt_keys(meta)
+    title = field(lambda: words("title"), None)
+    if not title and "title" not in misspelt.values():
+        required("title", title, "add one")
+    date_value = published or field(lambda: when("date"), None)
+    if date_value is None and "date" not in misspelt.values() and "date" not in _wrong(problems):
+        required("date", date_value, "add one, like 'date: 2024-05-31'")
+    for written, meant in misspelt.items():
+        problems.append(f"'{written}' is not a front-matter key; did you mean '{meant}'?")
     stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    slug_text = text("slug")
+    slug_text = field(lambda: text("slug"), None)
     slug = make_slug(slug_text or stem)
     if not slug:
-        raise ArticleError(
-            source, f"cannot make a URL slug from {slug_text or stem!r}; add 'slug:'"
-        )
-    url = text("url")
+        problems.append(f"cannot make a URL slug from {slug_text or stem!r}; add 'slug:'")
+    url = field(lambda: text("url"), None)
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ArticleError(source, f"'url' {url!r} must be an absolute http(s) URL")
-        if any(c.isspace() or not c.isprintable() for c in url):
-            raise ArticleError(
-                source,
+            problems.append(f"'url' {url!r} must be an absolute http(s) URL")
+        elif any(c.isspace() or not c.isprintable() for c in url):
+            problems.append(
                 f"'url' {url!r} has spaces in it; write a space as %20 "
-                "(copy the link from the browser's address bar)",
+                "(copy the link from the browser's address bar)"
             )
-    summary = words("summary")
+    summary = field(lambda: words("summary"), None)
+    identity = field(lambda: text("id"), None)
+    updated = field(lambda: when("updated"), None)
+    category_name = field(lambda: words("category"), None)
+    author = field(lambda: words("author"), None)
+    draft = field(lambda: _flag(meta.get("draft"), source), False)
+    no_tags: tuple[str, ...] = ()
+    tags = field(lambda: _tags(meta.get("tags"), source), no_tags)
     event_problems: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
     if "events" in meta:
-        events = events_from_front_matter(meta["events"] or [], source, zone, title, parse_date)
+        events = field(
+            lambda: events_from_front_matter(
+                meta["events"] or [], source, zone, title or "", parse_date
+            ),
+            events,
+        )
     else:
-        events, event_problems = events_from_table(content, title, zone)
+        events, event_problems = events_from_table(content, title or "", zone)
+    if problems or title is None or date_value is None:
+        raise ArticleError(source, "; ".join(problems))
     return Article(
-        id=text("id") or source.rsplit(".", 1)[0],
+        id=identity or source.rsplit(".", 1)[0],
         slug=slug,
         title=title,
         date=date_value,
-        updated=when("updated"),
-        category=category(words("category") or DEFAULT_CATEGORY),
-        author=words("author"),
+        updated=updated,
+        category=category(category_name or DEFAULT_CATEGORY),
+        author=author,
         summary=shorten(summary, 600) if summary else summarize(content),
         content_html=content,
         url=url,
-        draft=_flag(meta.get("draft"), source),
-        tags=_tags(meta.get("tags"), source),
+        draft=draft,
+        tags=tags,
         source=source,
         events=events,
         event_problems=event_problems,
     )
+
+
+def _wrong(problems: list[str]) -> set[str]:
+    """The keys ``problems`` already blame (so a bad date is not also reported missing)."""
+    return {m.group(1) for p in problems if (m := re.match(r"'(\w+)'", p))}
+
+
+def _misspelt_keys(meta: dict[Any, Any]) -> dict[str, str]:
+    """Keys written that are not front-matter keys but close to one: ``tittle`` -> ``title``.
+    Other unknown keys are left alone (an office may keep its own notes there)."""
+    found = {}
+    for key in meta:
+        if not isinstance(key, str) or key in FRONT_MATTER_KEYS:
+            continue
+        close = difflib.get_close_matches(key.strip().lower(), FRONT_MATTER_KEYS, n=1, cutoff=0.75)
+        if close and close[0] not in meta:
+            found[key] = close[0]
+    return found
 
 
 def _flag(value: Any, source: str) -> bool:

@@ -66,9 +66,15 @@ class FileLock:
         except BlockingIOError:
             current = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
             os.close(fd)
+            # the service never finishes by itself: waiting for it is no advice
+            advice = (
+                "stop the service first (a dry run, preview, status and check need not)"
+                if "`bantin run`" in current
+                else "wait for it to finish, or stop it first"
+            )
             raise StateError(
                 f"the state {self.describe} is in use by {current or 'another process'} "
-                f"(lock {self.path}); wait for it to finish, or stop it first"
+                f"(lock {self.path.absolute()}); {advice}"
             ) from None
         os.ftruncate(fd, 0)
         since = datetime.now(UTC).isoformat(timespec="seconds")

@@ -199,6 +199,25 @@ class Subscribers:
             )
             return bool(result.rowcount)
 
+    def resubscribe(self, email: str) -> datetime | None:
+        """Take back an unsubscription, on the subscriber's own request to the operator: when
+        it was recorded, or None if ``email`` was not unsubscribed. They start again at the
+        newest article, like a new subscriber: what appeared while they were away is not sent."""
+        key = email.lower()
+        with self.db.tx() as conn:
+            since = conn.scalar(
+                select(subscribers.c.unsubscribed_at).where(subscribers.c.email == key)
+            )
+            if since is None:
+                return None
+            newest = int(conn.scalar(select(func.coalesce(func.max(articles.c.seq), 0))) or 0)
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.email == key)
+                .values(unsubscribed_at=None, cursor=newest)
+            )
+        return since  # type: ignore[no-any-return]
+
     # -- runs and status -------------------------------------------------------------------
 
     def addresses(self, which: str) -> list[tuple[str, datetime]]:

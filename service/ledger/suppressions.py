@@ -50,11 +50,14 @@ class Suppressions:
             cancel_waiting(conn, key, f"suppressed: {reason.replace('_', ' ')}", now)
             return bool(done.rowcount)
 
-    def lift(self, email: str) -> bool:
-        """Take ``email`` off the list; True if it was on it."""
+    def lift(self, email: str, reason: str | None = None) -> bool:
+        """Take ``email`` off the list (only if suppressed for ``reason``, when given); True if
+        it was on it."""
+        query = delete(suppressions).where(suppressions.c.email == email.lower())
+        if reason is not None:
+            query = query.where(suppressions.c.reason == reason)
         with self.db.tx() as conn:
-            gone = conn.execute(delete(suppressions).where(suppressions.c.email == email.lower()))
-            return bool(gone.rowcount)
+            return bool(conn.execute(query).rowcount)
 
     def among(self, emails: Iterable[str]) -> set[str]:
         """Which of ``emails`` (lower-cased) are suppressed."""

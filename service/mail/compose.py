@@ -11,31 +11,35 @@ comes out over HTML_BUDGET is rendered again with fewer links, then fewer full a
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import css_inline
 
+from service.content.markup import html_to_paragraphs
 from service.errors import TemplateError
 from service.ical import CalendarSpec, calendar_bytes, stateless_sequence
 from service.mail.events import DigestEvents, tally, update_label
 from service.mail.mime import (
     DkimKey,
     Envelope,
+    InlineImage,
     build_message,
     format_address,
 )
 from service.mail.tokens import preferences_url, unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
-from service.model import Article, Event, Frequency, Subscriber
-from service.settings import Settings
+from service.model import FREQUENCIES, Article, Category, Event, Frequency, Subscriber
+from service.settings import Settings, read_logo
 from service.templating import Templates
 
 __all__ = [
     "EMAIL_TEMPLATES",
     "FREQUENCY_LABELS",
+    "GREETING_WITHOUT_NAME",
     "HTML_BUDGET",
     "MORE_LINKS",
     "Composer",
@@ -49,8 +53,10 @@ EMAIL_TEMPLATES = [
     "email/_events.txt.j2",
     "email/_events.html.j2",
 ]
+GREETING_WITHOUT_NAME = "quý độc giả"  # "Kính gửi quý độc giả," reads as a letter should
 FREQUENCY_LABELS = {"immediate": "ngay khi có tin", "daily": "hằng ngày", "weekly": "hằng tuần"}
 MORE_LINKS = 50  # articles past mail.max_items listed as title links; the rest are counted
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 HTML_BUDGET = 90_000  # bytes of HTML: under Gmail's ~102 KB clip with room for the headers
 MAX_CALENDAR_EVENTS = 200  # sessions in one digest's calendar part
 NO_EVENTS = DigestEvents({}, {})
@@ -64,6 +70,31 @@ class Rendered:
     text: str
     html: str
     frequency: Frequency | None = None  # for Feedback-ID; None leaves it out
+
+
+def _feeds(prefix: str, title: str) -> dict[str, str]:
+    return {
+        "title": title,
+        "page": prefix,
+        "rss": f"{prefix}rss.xml",
+        "atom": f"{prefix}atom.xml",
+        "json": f"{prefix}feed.json",
+    }
+
+
+def _own_feeds(
+    base: str, subscriber: Subscriber, articles: Sequence[Article]
+) -> list[dict[str, str]]:
+    """The feeds of the categories ``subscriber`` chose (none: the site's are theirs), named
+    as the digest's articles name them (a category with nothing in this digest by its slug)."""
+    if subscriber.categories is None:
+        return []
+    names = {a.category.slug: a.category.name for a in articles}
+    chosen = sorted(subscriber.categories, key=lambda slug: names.get(slug, slug))
+    return [
+        _feeds(f"{base}/{Category(names.get(slug, slug), slug).page_path()}", names.get(slug, slug))
+        for slug in chosen
+    ]
 
 
 class Composer:
@@ -80,10 +111,25 @@ class Composer:
         self.domain = self.sender.rsplit("@", 1)[1]
         # a phrase like a display name: a title such as "Tỉnh <A>, B" must not move the id
         self.list_id = format_address(self.site.title, f"bantin.{self.domain}")
-        self.inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=False)
+        self.inliner = css_inline.CSSInliner(
+            load_remote_stylesheets=False, keep_style_tags=False, keep_at_rules=True
+        )  # at-rules kept: the dark-mode colours apply where the mail program supports them
         self.dkim = dkim
         self.bounce_address = settings.mail.bounce_address
         self.max_items = settings.mail.max_items
+        self.templates.env.filters["as_text"] = html_to_paragraphs
+        # The logo travels inside each message (multipart/related, cid:) rather than as a link
+        # to base_url: Outlook, Thunderbird and most webmail block remote images until the
+        # reader asks, and a blocked logo is a broken box at the top of the office's letter.
+        # It costs its bytes in every message, hence read_logo's size limit.
+        logo = read_logo(settings.site)
+        media_type = settings.site.logo_type
+        self.images: tuple[InlineImage, ...] = ()
+        if logo is not None and media_type is not None:
+            extension = media_type.rsplit("/", 1)[-1]
+            self.images = (
+                InlineImage(f"logo@bantin.{self.domain}", media_type, logo, f"logo.{extension}"),
+            )
 
     def envelope_sender(self, delivery_id: int | None, email: str) -> str:
         """The SMTP envelope sender (MAIL FROM) of delivery ``delivery_id`` to ``email``: its
@@ -92,9 +138,29 @@ class Composer:
             return self.sender
         return return_path(self.bounce_address, self.secret_key, delivery_id, email)
 
-    def check(self) -> list[TemplateError]:
-        """The email templates' problems (syntax errors, missing files), found without rendering."""
-        return self.templates.check(EMAIL_TEMPLATES)
+    def check(
+        self, samples: Sequence[Article] = (), now: datetime | None = None
+    ) -> list[TemplateError]:
+        """The email templates' problems: syntax errors, missing files, variables bantin does
+        not give them (in any branch, found without rendering), then what rendering a digest of
+        ``samples`` for a subscriber with and one without a name raises."""
+        problems = self.templates.check(EMAIL_TEMPLATES)
+        if problems:
+            return problems
+        sample = Subscriber("check@example.org")
+        known = self.context(sample, (), "daily", now or _EPOCH).keys()
+        for name in EMAIL_TEMPLATES:
+            if not name.rsplit("/", 1)[-1].startswith("_"):  # a partial sees its includer's
+                problems += self.templates.unknown_names(name, known)
+        if problems or now is None:
+            return problems
+        for subscriber in (sample, Subscriber("check@example.org", "Nguyễn Văn A")):
+            for frequency in FREQUENCIES:
+                try:
+                    self.render(subscriber, samples, frequency, now)
+                except TemplateError as exc:
+                    return [exc]
+        return []
 
     def context(
         self,
@@ -133,11 +199,11 @@ class Composer:
             },
             "unsubscribe_url": unsubscribe_url(base, self.secret_key, subscriber.key),
             "preferences_url": preferences_url(base, self.secret_key, subscriber.key),
-            "feeds": {
-                "rss": f"{base}/rss.xml",
-                "atom": f"{base}/atom.xml",
-                "json": f"{base}/feed.json",
-            },
+            "greeting": subscriber.name or GREETING_WITHOUT_NAME,
+            "content": self.settings.mail.content,
+            "logo_src": f"cid:{self.images[0].content_id}" if self.images else None,
+            "feeds": _feeds(f"{base}/", self.site.title),
+            "own_feeds": _own_feeds(base, subscriber, articles),
             "now": now,
         }
 
@@ -242,4 +308,13 @@ class Composer:
             unsubscribe_mailto=mailto,
             feedback_id=feedback,
         )
-        return build_message(envelope, rendered.text, rendered.html, self.dkim, calendar)
+        return build_message(
+            envelope, rendered.text, rendered.html, self.dkim, calendar, self.images
+        )
+
+    def viewable(self, html: str) -> str:
+        """``html`` with its cid: images as data: URIs, for a browser (bantin preview)."""
+        for image in self.images:
+            data = base64.b64encode(image.data).decode("ascii")
+            html = html.replace(f"cid:{image.content_id}", f"data:{image.media_type};base64,{data}")
+        return html

@@ -21,6 +21,7 @@ from service.errors import ConfigError
 __all__ = [
     "DkimKey",
     "Envelope",
+    "InlineImage",
     "build_message",
     "check_header",
     "encode_words",
@@ -117,6 +118,22 @@ def format_address(name: str | None, address: str) -> str:
     return f"{encode_words(name)} <{address}>"
 
 
+def _html_part(boundary: str, html: bytes, images: Sequence[InlineImage]) -> bytes:
+    if not images:
+        return html
+    related = boundary + "_r"
+    head = f'Content-Type: multipart/related; boundary="{related}"; type="text/html"\r\n\r\n'
+    return b"".join(
+        [
+            head.encode(),
+            f"--{related}\r\n".encode(),
+            html,
+            *(f"--{related}\r\n".encode() + _image_part(image) for image in images),
+            f"--{related}--\r\n".encode(),
+        ]
+    )
+
+
 def body_part(data: str) -> bytes:
     """``data`` as a MIME text body: CRLF line breaks, UTF-8, base64 in 76-character lines."""
     # MIME text is canonical with CRLF line breaks, inside the base64 too (RFC 2046 4.1.1)
@@ -154,6 +171,26 @@ def read_dkim_key(
 
 
 @dataclass(frozen=True, slots=True)
+class InlineImage:
+    """An image the HTML shows as ``cid:<content_id>``: sent inside the message, so mail
+    programs show it without "load remote images" (which most block by default)."""
+
+    content_id: str  # without the angle brackets
+    media_type: str
+    data: bytes
+    filename: str
+
+
+def _image_part(image: InlineImage) -> bytes:
+    return (
+        f"Content-Type: {image.media_type}\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        f"Content-ID: <{image.content_id}>\r\n"
+        f'Content-Disposition: inline; filename="{image.filename}"\r\n\r\n'
+    ).encode("ascii") + _base64_lines(image.data)
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """The headers of one digest that are not its text."""
 
@@ -184,12 +221,15 @@ def build_message(
     html: str,
     dkim: DkimKey | None,
     calendar: bytes | None = None,
+    images: Sequence[InlineImage] = (),
 ) -> bytes:
     """The whole message, CRLF line endings, ready for SMTP DATA (and signed if ``dkim``).
 
-    Text and HTML are a ``multipart/alternative``. With ``calendar`` (iCalendar bytes,
-    METHOD:PUBLISH) the message is ``multipart/mixed``: the alternative, then the calendar as
-    a ``text/calendar; method=PUBLISH`` part named lich.ics, which mail clients offer to add.
+    Text and HTML are a ``multipart/alternative``; with ``images`` the HTML is in a
+    ``multipart/related`` with them (shown as ``cid:`` URLs). With ``calendar`` (iCalendar
+    bytes, METHOD:PUBLISH) the message is ``multipart/mixed``: the alternative, then the
+    calendar as a ``text/calendar; method=PUBLISH`` part named lich.ics, which mail clients
+    offer to add.
     """
     e = envelope
     boundary = "=_bantin_" + hashlib.sha1(e.message_id.encode()).hexdigest()[:24]
@@ -229,8 +269,7 @@ def build_message(
         part.format("plain").encode(),
         body_part(text),
         f"--{boundary}\r\n".encode(),
-        part.format("html").encode(),
-        body_part(html),
+        _html_part(boundary, part.format("html").encode() + body_part(html), images),
         f"--{boundary}--\r\n".encode(),
     ]
     if calendar is None:

@@ -19,12 +19,12 @@ from service.errors import ArticleError, ConfigError, TemplateError
 from service.ical import SequenceOf, stateless_sequence
 from service.model import Article
 from service.publish.calendars import EVENTS_FILE, article_calendar, upcoming
-from service.publish.layout import category_prefix
+from service.publish.layout import CATEGORIES_PAGE, NOT_FOUND_PAGE, category_prefix, logo_path
 from service.publish.output import Output
 from service.publish.pages import Pages
 from service.publish.search import SEARCH_SCRIPT
 from service.publish.sections import Section, SectionWriter, SitemapMemory, Writes, flat
-from service.settings import Settings
+from service.settings import Settings, read_logo
 from service.templating import Templates
 
 
@@ -56,6 +56,9 @@ class Builder:
         self.settings = settings
         self.templates_dir = templates_dir
         self.output = Output(settings.feeds.output_dir)
+        logo = read_logo(settings.site)  # ConfigError: a bad logo stops start-up or a reload
+        media_type = settings.site.logo_type
+        self.logo = (logo_path(media_type), logo) if logo and media_type else None
         self.pages = Pages(
             Templates(templates_dir, zone=settings.site.zone, language=settings.site.language),
             settings,
@@ -150,6 +153,12 @@ class Builder:
             own = [a for a in with_events if a.category.slug == category.slug]
             writer.calendar(section, own, now)
         writer.sitemap(listed, ordered)
+        # /categories/ and the 404 page: made from the categories alone
+        if not writes.unchanged("categories", tuple(ordered), (CATEGORIES_PAGE, NOT_FOUND_PAGE)):
+            writes.emit(CATEGORIES_PAGE, self.pages.categories(ordered))
+            writes.emit(NOT_FOUND_PAGE, self.pages.not_found())
+        if self.logo is not None:
+            writes.emit(*self.logo)
         script = self.templates_dir / SEARCH_SCRIPT
         if script.is_file():  # the search box's script, as the operator's templates have it
             writes.emit("assets/" + SEARCH_SCRIPT, script.read_bytes())

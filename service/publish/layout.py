@@ -5,7 +5,12 @@ The HTTP server needs these names too; keeping them here spares it importing fee
 
 from __future__ import annotations
 
-__all__ = ["FEED_FILES", "category_prefix"]
+from service.model import Category
+
+__all__ = ["CATEGORIES_PAGE", "FEED_FILES", "NOT_FOUND_PAGE", "category_prefix", "logo_path"]
+
+NOT_FOUND_PAGE = "404.html"  # what the server answers for a path that is not there
+CATEGORIES_PAGE = "categories/index.html"  # every category, with its feeds
 
 FEED_FILES = {
     "rss.xml": "application/rss+xml",
@@ -16,4 +21,9 @@ FEED_FILES = {
 
 def category_prefix(slug: str) -> str:
     """The directory of a category's feeds and page, under the output directory."""
-    return f"categories/{slug}/"
+    return Category("", slug).page_path()
+
+
+def logo_path(media_type: str) -> str:
+    """Where the site's logo is published, by its media type (image/png -> logo.png)."""
+    return "logo." + {"image/jpeg": "jpg"}.get(media_type, media_type.rsplit("/", 1)[-1])

@@ -11,14 +11,38 @@ from service.ical import SequenceOf, stateless_sequence
 from service.model import Article, Category, Event, SignupForm, consent_version
 from service.publish.archive import archive_page_path
 from service.publish.calendars import CALENDAR_FILE, EVENTS_FILE, event_links, json_ld, webcal
-from service.publish.layout import category_prefix
+from service.publish.layout import category_prefix, logo_path
 from service.publish.search import search_alternates
 from service.settings import Settings
 from service.templating import Templates, render_consent
 
-__all__ = ["PAGE_TEMPLATES", "CalendarLink", "FeedLink", "Pages"]
+__all__ = ["PAGE_CONTEXT", "PAGE_TEMPLATES", "CalendarLink", "FeedLink", "Pages"]
 
-PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2", "archive.html.j2"]
+PAGE_TEMPLATES = [
+    "index.html.j2",
+    "article.html.j2",
+    "category.html.j2",
+    "archive.html.j2",
+    "categories.html.j2",
+    "not_found.html.j2",
+]
+_EVERY_PAGE = ("site", "base_url", "feeds", "logo_url")
+# the variables each page template is given: `bantin check` names any other one it uses
+PAGE_CONTEXT = {
+    "index.html.j2": (
+        *_EVERY_PAGE, "articles", "categories", "upcoming", "older", "calendar", "signup",
+    ),
+    "category.html.j2": (*_EVERY_PAGE, "category", "articles", "older", "calendar", "signup"),
+    "article.html.j2": (
+        *_EVERY_PAGE, "article", "events", "events_file", "json_ld", "search_alternates",
+        "calendar",
+    ),
+    "archive.html.j2": (
+        *_EVERY_PAGE, "title", "number", "articles", "front", "newer", "older",
+    ),
+    "categories.html.j2": (*_EVERY_PAGE, "categories"),
+    "not_found.html.j2": _EVERY_PAGE,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +71,8 @@ class Pages:
         self.templates = templates
         self.site = settings.site
         self.sequence = sequence  # the SEQUENCE of every event this build publishes
+        media_type = settings.site.logo_type
+        self.logo_url = f"{self.site.base_url}/{logo_path(media_type)}" if media_type else None
         self.subscribe = settings.subscribe
         self.offered: tuple[Category, ...] = ()
 
@@ -99,6 +125,18 @@ class Pages:
             calendar=self.calendar_link(CALENDAR_FILE),
             feeds=self.feed_links("", self.site.title),
         )
+
+    def categories(self, categories: Sequence[Category]) -> bytes:
+        """/categories/: every category with its page and feeds; TemplateError if it fails."""
+        return self._render(
+            "categories.html.j2",
+            categories=categories,
+            feeds=self.feed_links("", self.site.title),
+        )
+
+    def not_found(self) -> bytes:
+        """The page the server answers 404 with: the site's own, with its way home."""
+        return self._render("not_found.html.j2", feeds=self.feed_links("", self.site.title))
 
     def category(
         self, category: Category, recent: Sequence[Article], older: int | None = None
@@ -165,5 +203,5 @@ class Pages:
 
     def _render(self, name: str, **context: object) -> bytes:
         return self.templates.render(
-            name, site=self.site, base_url=self.site.base_url, **context
+            name, site=self.site, base_url=self.site.base_url, logo_url=self.logo_url, **context
         ).encode()

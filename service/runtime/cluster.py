@@ -21,6 +21,7 @@ from service.errors import StateError
 from service.ledger import State
 from service.ledger.lock import DatabaseLock, RunnerLock
 from service.ledger.schema import leaders
+from service.runtime.health import stamp
 
 __all__ = ["Leadership"]
 
@@ -90,8 +91,8 @@ class Leadership:
             found["leader"] = {
                 "host": row.host,
                 "pid": row.pid,
-                "since": row.since.isoformat(timespec="seconds"),
-                "heartbeat": row.heartbeat.isoformat(timespec="seconds"),
+                "since": stamp(row.since),
+                "heartbeat": stamp(row.heartbeat),
                 "heartbeat_age": round((datetime.now(UTC) - row.heartbeat).total_seconds(), 1),
             }
         return found

@@ -9,7 +9,7 @@ the ledger too long. Times are UTC, written with their offset.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service import clock
@@ -22,8 +22,9 @@ PENDING_DEADLINE = timedelta(hours=12)  # mail waiting longer than this is a fai
 
 
 def stamp(moment: datetime | None) -> str | None:
-    """A moment as /healthz shows it: ISO 8601 to the second, with its offset; None stays None."""
-    return moment.isoformat(timespec="seconds") if moment is not None else None
+    """A moment as /healthz shows it: in UTC, ISO 8601 to the second with its offset, whatever
+    zone it came in (PostgreSQL answers in its session's); None stays None."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment is not None else None
 
 
 @dataclass

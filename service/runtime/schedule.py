@@ -95,6 +95,7 @@ class Scheduler:
         self.zone = zone
         self._scheduler = AsyncIOScheduler(timezone=zone, job_defaults=JOB_DEFAULTS)
         self._crons: dict[str, str] = {}
+        self._intervals: dict[str, float] = {}
         self._noted: dict[str, float] = {}  # job id -> when we last said it was still running
         logging.getLogger("apscheduler.scheduler").addFilter(_QUIET)
         self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
@@ -126,11 +127,16 @@ class Scheduler:
 
     def every(self, job_id: str, seconds: float, job: Job, *, start_now: bool = True) -> None:
         """Run ``job`` every ``seconds``, the first time at once unless ``start_now`` is false; a
-        job of that id that exists already is rescheduled instead."""
-        trigger = IntervalTrigger(seconds=seconds, timezone=self.zone)
+        job of that id that exists already keeps its timer when ``seconds`` is unchanged (a
+        config reload must not push the next scan back each time) and is rescheduled when not."""
         existing = self._scheduler.get_job(job_id)
+        if existing is not None and self._intervals.get(job_id) == seconds:
+            return
+        self._intervals[job_id] = seconds
+        trigger = IntervalTrigger(seconds=seconds, timezone=self.zone)
         if existing is not None:
             existing.reschedule(trigger)
+            log.info("%s now runs every %g s", job_id, seconds)
             return
         first = datetime.now(self.zone) if start_now else None
         kwargs: dict[str, Any] = {"next_run_time": first} if first else {}
@@ -153,6 +159,7 @@ class Scheduler:
         if self._scheduler.get_job(job_id) is not None:
             self._scheduler.remove_job(job_id)
         self._crons.pop(job_id, None)
+        self._intervals.pop(job_id, None)
 
     def once(self, job_id: str, job: Job) -> None:
         """Run ``job`` as soon as possible (catch-up runs, reloads on SIGHUP)."""

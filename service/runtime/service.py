@@ -313,9 +313,9 @@ class Service:
                 {
                     "problems": problems,
                     "runs": self.health.runs,
-                    "config": {"file": str(self.config_file), **self.health.config},
+                    "config": {"file": str(self.config_file.absolute()), **self.health.config},
                     "subscribers": {
-                        "file": str(self.settings.mail.subscribers_file),
+                        "file": str(self.settings.mail.subscribers_file.absolute()),
                         **self.health.subscribers,
                     },
                     "pending_deliveries": self._pending_count(),

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from service.metrics import Metrics, PathKind
-from service.publish.layout import FEED_FILES
+from service.publish.layout import FEED_FILES, NOT_FOUND_PAGE
 
 CACHE_BUDGET = 64 * 1024 * 1024  # bytes of file bodies (plain + gzip) kept in memory
 # Files larger than the cache keeps (an operator's PDF, a video) are streamed from disk as they
@@ -269,11 +269,19 @@ class OutputFiles:
             return Response(status_code=301, headers={"Location": found.location})
         if found is None:
             self.metrics.request("other", 404)
-            return _not_found()
+            return await self._not_found()
         kind = _kind(found.key.rsplit("/", 1)[-1])
         response = await self._serve(request, found)
         self.metrics.request(kind, response.status_code)
         return response
+
+    async def _not_found(self) -> Response:
+        """The built 404.html (the site's own page, with its way home), else a plain one."""
+        try:
+            page = await run_in_threadpool((self.root / NOT_FOUND_PAGE).read_bytes)
+        except OSError:
+            return _not_found()
+        return Response(page, status_code=404, media_type="text/html", headers=NO_STORE)
 
     async def _entry(self, found: _Found, want_gzip: bool) -> _Entry:
         entry = self.cache.get(found.key, _version(found.st))
@@ -294,7 +302,7 @@ class OutputFiles:
         try:
             entry = await self._entry(found, want_gzip)
         except OSError:  # vanished or unreadable between the stat and the read
-            return _not_found()
+            return await self._not_found()
         # gzip only when it pays: a tiny file grows when compressed.
         use_gzip = want_gzip and entry.gz is not None and len(entry.gz) < len(entry.body)
         body = entry.gz if use_gzip and entry.gz is not None else entry.body
@@ -348,7 +356,11 @@ async def _chunks(path: Path, size: int) -> AsyncIterator[bytes]:
 
 
 def _not_found() -> Response:
-    page = plain_page("Không tìm thấy", "<p>Không tìm thấy trang này.</p>", "vi")
+    page = plain_page(
+        "Không tìm thấy",
+        '<p>Không tìm thấy trang này.</p>\n<p><a href="/">Về trang chủ</a></p>',
+        "vi",
+    )
     return Response(page, status_code=404, media_type="text/html", headers=NO_STORE)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import feedparser
+import pytest
 
 Write = Callable[[str, str], Path]
 GOOD = "---\ntitle: {t}\ndate: 2020-01-0{d}\n---\nNội dung.\n"
@@ -163,6 +164,90 @@ def test_check_renders_each_page_and_build_skips_the_one_that_cannot_be(
         e.title for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries
     ]
     assert titles == ["Một"]
+
+
+def test_check_finds_an_undefined_variable_in_an_email_template(
+    project: Path, write: Write
+) -> None:
+    write("../config/subscribers.toml", "")
+    write("a.md", GOOD.format(t="Một", d=1))
+    digest = project / "templates" / "email" / "digest.html.j2"
+    lines = digest.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if "{% for article in articles %}" in line)
+    lines.insert(at, "{% if false %}{{ nosuch_variable }}{{ subscribr.name }}{% endif %}")
+    digest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    found = [line for line in done.stdout.splitlines() if "email/digest.html.j2" in line]
+    assert len(found) == 2, done.stdout
+    assert f"email/digest.html.j2:{at + 1}" in found[0]
+    assert "'nosuch_variable' is undefined" in found[0]
+    assert "'subscribr' is undefined" in found[1] and "did you mean 'subscriber'?" in found[1]
+
+
+def test_check_renders_a_digest_and_names_the_line_that_fails(project: Path, write: Write) -> None:
+    write("../config/subscribers.toml", "")
+    write("a.md", GOOD.format(t="Một", d=1))
+    text = project / "templates" / "email" / "digest.txt.j2"
+    text.write_text("Xin chào\n{{ subscriber.nickname }}\n", encoding="utf-8")
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    assert "email/digest.txt.j2:2" in done.stdout and "nickname" in done.stdout, done.stdout
+
+
+def test_check_finds_an_undefined_variable_in_a_page_template(project: Path, write: Write) -> None:
+    write("../config/subscribers.toml", "")
+    page = project / "templates" / "article.html.j2"
+    page.write_text(page.read_text(encoding="utf-8") + "{{ artcle.title }}\n", encoding="utf-8")
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    assert "article.html.j2:" in done.stdout and "did you mean 'article'?" in done.stdout
+
+
+def test_an_override_is_blamed_on_its_variable_by_the_command(project: Path) -> None:
+    done = bantin(project, "check", env={"BANTIN_SMTP__PORT": "notaport"})
+    one_line_error(done, "BANTIN_SMTP__PORT: smtp.port: Input should be a valid integer")
+    assert "bantin.toml:" not in done.stderr
+    misspelt = bantin(project, "check", env={"BANTIN_FEEDS__MAX_ITMES": "3"})
+    one_line_error(misspelt, "BANTIN_FEEDS__MAX_ITMES", "did you mean BANTIN_FEEDS__MAX_ITEMS?")
+    assert misspelt.returncode == 2
+
+
+def test_run_from_another_directory_the_missing_files_are_named_whole(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    config = str(project / "config" / "bantin.toml")
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "--config", config, "check"],
+        cwd=elsewhere,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"{elsewhere}/config/subscribers.toml: subscribers file not found" in done.stdout
+    assert f"{elsewhere}/content: source directory cannot be read" in done.stdout
+    assert f"not found in {elsewhere}/templates" in done.stdout
+
+
+def test_check_renders_the_index_and_names_the_line_that_fails(project: Path, write: Write) -> None:
+    write("../config/subscribers.toml", "")
+    write("a.md", GOOD.format(t="Một", d=1))
+    index = project / "templates" / "index.html.j2"
+    index.write_text(
+        index.read_text(encoding="utf-8").replace(
+            '{% include "_list.html.j2" %}',
+            '{% include "_list.html.j2" %}\n{{ categories[0].colour }}',
+        ),
+        encoding="utf-8",
+    )
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    lines = index.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines, start=1) if "colour" in line)
+    assert f"index.html.j2:{at}" in done.stdout and "colour" in done.stdout, done.stdout
 
 
 def test_check_names_the_schedule_row_that_cannot_be_read(project: Path, write: Write) -> None:

@@ -6,6 +6,8 @@ server; the others call the CLI in process.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import functools
 import os
 import re
@@ -134,7 +136,7 @@ def test_preview_prints_and_writes_but_sends_and_records_nothing(
     html, eml = project / "p.html", project / "p.eml"
     assert bantin(config, "preview", "HOA@example.org", "--html", str(html), "--eml", str(eml)) == 0
     out = capsys.readouterr().out
-    assert out.startswith("Subject: Cổng thông tin tỉnh: 1 tin mới hôm nay\n")
+    assert out.startswith("Subject: Lịch tiếp công dân tháng 12 <mới> – Cổng thông tin tỉnh\n")
     assert "Kính gửi Nguyễn Thị Hoa," in out
     assert "1. Lịch tiếp công dân tháng 12 <mới>" in out and "Tin cũ" not in out
     assert "Lịch tiếp công dân tháng 12 &lt;mới&gt;" in html.read_text(encoding="utf-8")
@@ -267,3 +269,189 @@ def test_kill_9_mid_send_loses_nothing_and_repeats_at_most_what_was_in_flight(
         ids = {r.message_id for r in received if r.recipient == address}
         assert len(ids) == 1, f"{address} got two different Message-IDs: {ids}"
     print(f"kill -9 after {before_rerun} messages; rerun sent the rest in {seconds:.1f} s; {out}")
+
+
+def run_cli(project: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=project,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")},
+    )
+
+
+def test_read_only_commands_run_while_the_runner_lock_is_held(project: Path, write: Write) -> None:
+    """`bantin run` holds the lock for as long as it runs: a dry run, a preview, status and
+    check never wait for it; a real digest is refused, naming the holder."""
+    configure(project)
+    subscribers(project, block("hoa@example.org", "Nguyễn Thị Hoa"))
+    write("2026/a.md", article("Tin một"))
+    assert bantin(configure(project), "digest") == 0
+    write("2026/b.md", article("Tin hai"))
+    before = dump(project)
+    state = State("sqlite:///var/bantin.db")
+    try:
+        with held(runner_lock(state), "run"):
+            for args in (
+                ("digest", "--dry-run"),
+                ("preview", "hoa@example.org"),
+                ("status",),
+                ("check",),
+            ):
+                done = run_cli(project, *args)
+                assert done.returncode == 0, (args, done.stdout, done.stderr)
+                assert "lock" not in done.stderr, (args, done.stderr)
+            dry = run_cli(project, "digest", "--dry-run")
+            assert "1 would send" in dry.stdout
+            refused = run_cli(project, "digest")
+            assert refused.returncode == 2
+            assert str(project / "var" / "bantin.db.lock") in refused.stderr
+            assert "`bantin run`" in refused.stderr and "stop the service first" in refused.stderr
+            assert "wait for it to finish" not in refused.stderr
+    finally:
+        state.close()
+    assert dump(project) == before
+    assert not list((project / "var" / "outbox").glob("*.eml"))
+
+
+def test_resubscribe_takes_back_an_unsubscription_when_the_operator_confirms(
+    project: Path, write: Write
+) -> None:
+    config = configure(project)
+    subscribers(
+        project, block("hoa@example.org", "Nguyễn Thị Hoa"), block("lan@example.org", "Lan")
+    )
+    write("2026/a.md", article("Tin một", days_ago=3))
+    assert bantin(config, "digest") == 0
+    state = State("sqlite:///var/bantin.db")
+    state.subscribers.unsubscribe("hoa@example.org", datetime.now(UTC))
+    state.suppressions.suppress("hoa@example.org", "complaint", {}, datetime.now(UTC))
+    state.close()
+    write("2026/b.md", article("Tin khi vắng mặt", days_ago=2))
+    assert bantin(config, "digest") == 0  # lan gets it; hoa does not
+
+    status = run_cli(project, "status")
+    assert status.returncode == 0
+    assert status.stdout.startswith(
+        "Subscribers: 1 active in config/subscribers.toml (immediate 0, daily 1, weekly 0), "
+        "1 more listed but not mailed (below)"
+    )
+    assert re.search(r"Unsubscribed:\n  hoa@example.org +since", status.stdout)
+    assert "Suppressed:" in status.stdout and "complaint" in status.stdout
+
+    resumed = run_cli(project, "resume", "hoa@example.org")  # lifts the complaint only
+    assert "bantin resubscribe hoa@example.org" in resumed.stderr
+    state = State("sqlite:///var/bantin.db")
+    state.suppressions.suppress("hoa@example.org", "complaint", {}, datetime.now(UTC))
+    state.close()
+
+    for answer in ("", "n\n", "không\n"):
+        refused = run_cli(project, "resubscribe", "hoa@example.org", stdin=answer)
+        assert refused.returncode == 1
+        assert "Mail them again only if they asked you to" in refused.stderr
+        assert "stays unsubscribed" in refused.stderr
+    assert "1 active" in run_cli(project, "status").stdout
+
+    done = run_cli(project, "resubscribe", "HOA@example.org", stdin="y\n")
+    assert done.returncode == 0, done.stderr
+    assert "subscribed again" in done.stdout
+    assert "resubscribed hoa@example.org by the operator" in done.stderr  # the log line
+    assert "spam complaint lifted" in done.stderr
+    status = run_cli(project, "status").stdout
+    assert status.startswith("Subscribers: 2 active")
+    assert "Unsubscribed:" not in status and "Suppressed:" not in status
+    assert run_cli(project, "resubscribe", "hoa@example.org", "--yes").returncode == 1
+
+    # back from the next article on: what appeared while they were away is not sent
+    write("2026/c.md", article("Tin sau khi trở lại", days_ago=1))
+    outbox = project / "var" / "outbox"
+    before = set(outbox.glob("*.eml"))
+    assert bantin(config, "digest") == 0
+    sent = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in set(outbox.glob("*.eml")) - before
+    ]
+    to_hoa = [m for m in sent if "hoa@example.org" in str(m["To"])]
+    assert len(to_hoa) == 1
+    text = to_hoa[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Tin sau khi trở lại" in text and "Tin khi vắng mặt" not in text
+
+
+def test_resubscribe_leaves_a_bounce_suppression_to_resume(project: Path, write: Write) -> None:
+    configure(project)
+    subscribers(project, block("hoa@example.org"))
+    state = State("sqlite:///var/bantin.db")
+    state.subscribers.unsubscribe("hoa@example.org", datetime.now(UTC))
+    state.suppressions.suppress("hoa@example.org", "hard_bounce", {}, datetime.now(UTC))
+    state.close()
+    done = run_cli(project, "resubscribe", "hoa@example.org", "--yes")
+    assert done.returncode == 0
+    assert "still suppressed (hard bounce)" in done.stderr and "bantin resume" in done.stderr
+    assert "hoa@example.org" in run_cli(project, "status").stdout.split("Suppressed:")[1]
+
+
+def test_preview_with_nothing_new_shows_the_latest_articles_they_would_receive(
+    project: Path, write: Write
+) -> None:
+    """Right after `make run` nothing is new to anyone: the README's own preview must still
+    show what the newsletter looks like."""
+    config = configure(project)
+    subscribers(
+        project,
+        '[[subscriber]]\nemail = "hoa@example.org"\nname = "Hoa"\n'
+        'categories = ["Lịch tiếp công dân"]\n',
+    )
+    for n in range(1, 8):
+        write(f"2026/lich-{n}.md", article(f"Lịch tiếp số {n}", "Lịch tiếp công dân", 20 - n))
+    write("2026/tb.md", article("Thông báo khác", "Thông báo", 1))
+    assert bantin(config, "digest") == 0  # everything is seen: nothing is new to her
+
+    html = project / "d.html"
+    done = run_cli(project, "preview", "hoa@example.org", "--html", str(html))
+    assert done.returncode == 0, done.stderr
+    assert "nothing new for hoa@example.org" in done.stderr
+    assert "latest 5 article(s) they would receive" in done.stderr
+    numbered = re.findall(r"^(\d+)\. (.+)$", done.stdout, flags=re.M)
+    assert numbered == [(str(i), f"Lịch tiếp số {8 - i}") for i in range(1, 6)]
+    assert "Thông báo khác" not in done.stdout
+    assert "Lịch tiếp số 7" in html.read_text(encoding="utf-8")
+
+    two = run_cli(project, "preview", "hoa@example.org", "--latest", "2")
+    assert two.returncode == 0
+    assert "nothing new" not in two.stderr
+    assert re.findall(r"^\d+\. (.+)$", two.stdout, flags=re.M) == [
+        "Lịch tiếp số 7",
+        "Lịch tiếp số 6",
+    ]
+    bad = run_cli(project, "preview", "hoa@example.org", "--latest", "0")
+    assert bad.returncode == 2 and "from 1 to 1000" in bad.stderr
+
+
+def test_preview_open_hands_the_html_to_the_browser(project: Path, write: Write) -> None:
+    configure(project)
+    subscribers(project, block("hoa@example.org", "Hoa"))
+    write("2026/a.md", article("Tin để xem"))
+    seen = project / "browser-saw"
+    browser = project / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {seen}\n', encoding="utf-8")
+    browser.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "preview", "hoa@example.org", "--open"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")},
+            "BROWSER": str(browser),
+            "TMPDIR": str(project),
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    url = seen.read_text(encoding="utf-8").strip()
+    assert url.startswith("file:///") and url.endswith(".html")
+    page = Path(url.removeprefix("file://")).read_text(encoding="utf-8")
+    assert "Tin để xem" in page and "<html" in page

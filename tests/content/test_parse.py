@@ -431,3 +431,27 @@ def test_c1_controls_and_del_are_removed() -> None:
     article = parse('title: "A\\x80B\\x9fC\\x7fD"\ndate: 2024-05-31', "x\x85y\x9b")
     assert article.title == "ABCD"
     assert article.content_html == "<p>xy</p>"
+
+
+def test_a_misspelt_title_is_named_with_the_key_that_was_meant() -> None:
+    got = reason(md("tittle: Thông báo\ndate: 2024-05-31"))
+    assert "'tittle' is not a front-matter key; did you mean 'title'?" in got
+    assert "has no 'title'" not in got  # one problem, said once, with its fix
+
+
+def test_every_problem_of_an_article_is_reported_at_once() -> None:
+    got = reason(md("date: 31/02/2024\ndraft: maybe\ntags: {a: 1}\nurl: ftp://x\nsumary: x"))
+    for part in (
+        "has no 'title'",
+        "'date'",
+        "'draft' must be true or false",
+        "'tags' must be a list",
+        "'url' 'ftp://x' must be an absolute",
+        "did you mean 'summary'?",
+    ):
+        assert part in got, got
+    assert "has no 'date'" not in got  # the date is there, only wrong
+
+
+def test_keys_of_the_office_own_are_left_alone() -> None:
+    assert parse("title: T\ndate: 2024-05-31\nnguoi_duyet: Trưởng phòng").title == "T"

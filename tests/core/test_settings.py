@@ -230,3 +230,11 @@ def test_a_bad_override_is_blamed_on_its_variable_not_on_a_line_of_the_file(
     caught = error(path, "BANTIN_SMTP__PORT")
     assert caught.line is None
     assert "valid integer" in caught.reason and str(path) in caught.reason
+
+
+def test_mail_content_is_summary_or_full(project: Path) -> None:
+    assert load_settings(config(project, MINIMAL)).mail.content == "summary"
+    full = config(project, MINIMAL + '[mail]\ncontent = "full"\n')
+    assert load_settings(full).mail.content == "full"
+    caught = error(config(project, MINIMAL + '[mail]\ncontent = "all"\n'))
+    assert caught.line == 5 and "mail.content" in str(caught) and "'full'" in str(caught)

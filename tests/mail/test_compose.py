@@ -162,7 +162,9 @@ def test_the_message_reads_back_whole(composer: Composer) -> None:
     assert url.group(1).decode() in text and url.group(1).decode() in html
     assert "<script>" not in html
     assert "Cảnh báo &lt;script&gt;alert(1)&lt;/script&gt; &amp; lừa đảo" in html
-    assert "<style" not in html and 'style="' in html  # css inlined, no <style> left
+    assert 'style="' in html  # css inlined; only what cannot be inlined is left: dark mode
+    styles = re.findall(r"<style>(.*?)</style>", html, re.S)
+    assert [s.strip().split(" {", 1)[0] for s in styles] == ["@media (prefers-color-scheme: dark)"]
     assert 'href="https://tinh.example.gov.vn/articles/lich-tiep/"' in html
     assert 'href="https://tinh.example.gov.vn/articles/xss/"' in html
     assert 'href="https://tinh.example.gov.vn/rss.xml"' in html

@@ -79,3 +79,11 @@ def test_mail_that_waits_too_long_is_a_failure_unless_it_is_being_sent(
     ]
     assert problems(health, T0, oldest_pending=waiting, sending=True) == []
     assert problems(health, T0, oldest_pending=T0 - timedelta(hours=1)) == []
+
+
+def test_every_moment_is_shown_in_utc_whatever_zone_it_came_in() -> None:
+    from zoneinfo import ZoneInfo
+
+    seven = datetime(2026, 12, 1, 8, 0, tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert health_module.stamp(seven) == "2026-12-01T01:00:00+00:00"
+    assert health_module.stamp(None) is None

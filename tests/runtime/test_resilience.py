@@ -7,7 +7,9 @@ was still stuck) or an outcome (the service answered, then stopped on SIGTERM).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -106,6 +108,9 @@ def test_healthz_fails_when_scans_fail_and_shows_the_public_nothing_private(
             detailed = bantin.wait(failing, 15, "/healthz to say failing")
             [reason] = detailed["problems"]
             assert reason.startswith("the last scan failed: ") and "content" in reason
+            moments = re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^\"]*", json.dumps(detailed))
+            assert len(moments) > 5 and all(m.endswith("+00:00") for m in moments), moments
+            assert detailed["config"]["file"] == str(project / "config" / "bantin.toml")
             seen = bantin.get("/healthz", headers=public)
             assert seen.status_code == 503
             assert set(seen.json()) == {"status", "checked", "started", "last_success"}

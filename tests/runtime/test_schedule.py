@@ -153,3 +153,33 @@ def test_a_missed_daily_run_happens_once_at_start_up(
     finally:
         state.close()
     assert daily.started >= started - timedelta(seconds=1)
+
+
+def test_a_reload_keeps_the_scan_timer_and_a_new_interval_resets_it() -> None:
+    """Each config reload restarted the scan timer: edited more often than scan_interval, the
+    articles directory was never scanned again."""
+    import asyncio
+
+    from service.runtime.schedule import Scheduler
+
+    async def job() -> None:
+        pass
+
+    async def scenario() -> tuple[datetime, datetime, datetime]:
+        scheduler = Scheduler(HCM)
+        scheduler.start()
+        try:
+            scheduler.every("scan", 3600, job, start_now=False)
+            first = scheduler._scheduler.get_job("scan").next_run_time
+            await asyncio.sleep(0)
+            scheduler.every("scan", 3600, job, start_now=False)  # a reload, same interval
+            kept = scheduler._scheduler.get_job("scan").next_run_time
+            scheduler.every("scan", 60, job, start_now=False)  # the interval edited
+            changed = scheduler._scheduler.get_job("scan").next_run_time
+        finally:
+            scheduler.shutdown()
+        return first, kept, changed
+
+    first, kept, changed = asyncio.run(scenario())
+    assert kept == first
+    assert changed < first - timedelta(minutes=50)
