@@ -28,6 +28,7 @@ from starlette.responses import Response
 from service.errors import TemplateError
 from service.metrics import Metrics
 from service.model import SignupAnswer, SignupPage
+from service.publish.layout import logo_path
 from service.serve.static import plain_page
 from service.settings import Settings
 from service.templating import CONSENT_TEMPLATE, Templates
@@ -304,6 +305,7 @@ class SignupPages:
                     site=site,
                     base_url=base,
                     feeds=_feeds(site.title, base),
+                    logo_url=f"{base}/{logo_path(site.logo_type)}" if site.logo_type else None,
                     email=answer.email,
                     frequency=answer.frequency or "daily",
                     category_names=answer.category_names,
