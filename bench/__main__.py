@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     top.add_argument("--output", default=str(HERE / "results.json"))
     top.add_argument("--profile", help="write a pyinstrument profile of one digest run here")
     top.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    top.add_argument(
+        "--subscribers", type=int, nargs="*", help="delivery sizes instead of the plan's"
+    )
     args = top.parse_args(argv)
 
     def interrupted(signum: int, _frame: object) -> None:
@@ -415,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
-    plan = QUICK if args.quick else FULL
+    plan = dict(QUICK if args.quick else FULL)
+    if args.subscribers:
+        plan["subscribers"] = args.subscribers
     only = set(args.only or ["scan", "delivery", "memory", "serving"])
     work = Path(tempfile.mkdtemp(prefix="bantin-bench-"))
     started = time.monotonic()

@@ -155,7 +155,7 @@ def cmd_digest_setup(args: argparse.Namespace) -> dict[str, Any]:
     state = State(settings.state.url)
     try:
         old = published[args.fresh :]
-        state.articles.record([a.id for a in old], now)
+        state.articles.record([(a.id, a.fingerprint, a.source) for a in old], now)
         chunk = []
         count = 0
         for entry in read_entries(settings.mail.subscribers_file):

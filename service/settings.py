@@ -226,6 +226,8 @@ class SmtpSettings(_Section):
     concurrency: int = Field(default=4, ge=1, le=64)
     # messages per second across all connections (mail.pace); None: as fast as the relay takes
     max_rate: float | None = Field(default=None, gt=0, le=10_000, allow_inf_nan=False)
+    # RFC 2920 with servers that offer it (mail.pipelined); false: one command at a time
+    pipelining: bool = True
 
 
 class BouncesSettings(_Section):

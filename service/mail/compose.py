@@ -25,6 +25,7 @@ from service.mail.mime import (
     build_message,
     format_address,
 )
+from service.mail.renders import SharedRenders
 from service.mail.tokens import unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
 from service.model import Article, Frequency, Subscriber
@@ -74,6 +75,8 @@ class Composer:
         self.dkim = dkim
         self.bounce_address = settings.mail.bounce_address
         self.max_items = settings.mail.max_items
+        # digests of the same articles rendered once, personal values put in (renders.py)
+        self.shared = SharedRenders(self, EMAIL_TEMPLATES, HTML_BUDGET)
 
     def envelope_sender(self, delivery_id: int | None, email: str) -> str:
         """The SMTP envelope sender (MAIL FROM) of delivery ``delivery_id`` to ``email``: its
@@ -161,7 +164,13 @@ class Composer:
 
         ``delivery_id`` (the ledger's) signs the ``mailto:`` unsubscribe fallback when
         ``mail.bounce_address`` is set; without it the message has only the HTTPS link."""
-        rendered = self.render(subscriber, articles, frequency, now)
+
+        def whole() -> tuple[str, str, str]:
+            rendered = self.render(subscriber, articles, frequency, now)
+            return rendered.subject, rendered.text, rendered.html
+
+        texts = self.shared.render(subscriber, articles, frequency, now, whole) or whole()
+        rendered = Rendered(*texts, frequency)
         return self.message_bytes(subscriber, rendered, message_id, now, delivery_id)
 
     def message_bytes(
