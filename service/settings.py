@@ -122,9 +122,22 @@ class FeedsSettings(_Section):
 
 
 class StateSettings(_Section):
-    """[state]: the URL of the state database (the ledger)."""
+    """[state]: the URL of the state database (the ledger), and this host's cache folder."""
 
     url: str = "sqlite:///var/bantin.db"
+    # what the last scan parsed and the last build rendered, so that a restart re-reads
+    # nothing (content/index.py); each host keeps its own, deleting it only costs a cold start
+    cache_dir: Path = Path("var/cache")
+
+    @property
+    def scan_index(self) -> Path:
+        """The scan's index file (content/index.py)."""
+        return self.cache_dir / "scan.index"
+
+    @property
+    def build_index(self) -> Path:
+        """The build's index file (publish/build.py)."""
+        return self.cache_dir / "build.index"
 
 
 class ScheduleSettings(_Section):

@@ -3,16 +3,26 @@
 The builder remembers which article each page was rendered from; since the source returns the
 same Article object for an unchanged file, a rebuild after one edit renders that one page, the
 index, and the small feeds, and nothing else.
+
+Across restarts the same holds through the build index (``index``, content/index.py): for each
+page written it keeps a digest of the article it was rendered from and the page file's
+(mtime, size). The first build after a restart renders only the pages whose article differs
+or whose file is not as it was left; a changed template, site setting or bantin release makes
+the index another key's, and every page is rendered again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from service import workers
+from service.content import index as saved_index
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, TemplateError
 from service.model import Article
@@ -43,8 +53,13 @@ class BuildReport:
 class Builder:
     """Writes the output directory from scans, rendering only what changed since its last build."""
 
-    def __init__(self, settings: Settings, templates_dir: Path) -> None:
+    def __init__(self, settings: Settings, templates_dir: Path, index: Path | None = None) -> None:
         self.settings = settings
+        self.index = index
+        self._seeded = index is None  # the build index is read by the first build only
+        # page path -> (digest of the article it was rendered from, the file's mtime and size)
+        self._stamps: dict[str, tuple[str, tuple[int, int]]] = {}
+        self.rendered = 0  # article pages rendered by the last build (tests and benchmarks)
         self.templates_dir = templates_dir
         self.output = Output(settings.feeds.output_dir)
         self.pages = Pages(
@@ -83,6 +98,9 @@ class Builder:
         published = scan.published(now)
         written: list[str] = []
         produced: set[str] = set()
+        if not self._seeded:
+            self._seeded = True
+            self._seed(published)
 
         # Article pages first, by object identity: the source hands back the same object for
         # an unchanged file, so set arithmetic on ids finds the few pages to render. An article
@@ -94,6 +112,7 @@ class Builder:
             a for key, a in current.items() if key not in self._pages and key not in self._failed
         ]
         pages_written, failures, fault = self._write_pages(stale)
+        self.rendered = len(stale)
         if fault is not None and len(failures) == len(stale):
             # every page fails alike, and not on a limit its content hits: the template's fault
             raise fault
@@ -107,6 +126,8 @@ class Builder:
         produced |= self._page_paths
         written += pages_written
         self._pages = current
+        if self.index is not None and (stale or last.keys() - current.keys()):
+            self._save_index([a for a in stale if id(a) in current])
 
         failed = self._failed
         listed = [a for a in published if id(a) not in failed] if failed else published
@@ -186,6 +207,62 @@ class Builder:
         fault = errors[0] if len(alike) == 1 and not errors[0].limit else None
         return written, failures, fault
 
+    def _index_key(self) -> tuple[object, ...]:
+        """What every page depends on besides its article: bantin's code, the site settings,
+        the templates' bytes and where the pages are."""
+        templates = hashlib.blake2b(digest_size=16)
+        for path in sorted(self.templates_dir.rglob("*")):
+            if path.is_file():
+                templates.update(str(path.relative_to(self.templates_dir)).encode() + b"\0")
+                templates.update(path.read_bytes())
+        return (
+            saved_index.code_version(),
+            os.path.realpath(self.settings.feeds.output_dir),
+            repr(self.settings.site),
+            templates.hexdigest(),
+        )
+
+    def _page_stamp(self, path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(os.path.join(self.settings.feeds.output_dir, path))
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _seed(self, published: list[Article]) -> None:
+        """Take the pages the build index vouches for as written: each one's article must be
+        the same (by digest) and its file as it was left (mtime and size)."""
+        assert self.index is not None
+        try:
+            key = self._index_key()
+        except OSError:
+            return
+        saved = saved_index.load(self.index, key)
+        if not isinstance(saved, dict):
+            return
+        for article in published:
+            path = article.page_path() + "index.html"
+            entry = saved.get(path)
+            if entry is None or entry[0] != _digest(article):
+                continue
+            if self._page_stamp(path) != entry[1]:
+                continue  # edited, removed or replaced since: rendered again
+            self._pages[id(article)] = article
+            self._page_paths.add(path)
+            self._stamps[path] = entry
+
+    def _save_index(self, rendered: list[Article]) -> None:
+        assert self.index is not None
+        for article in rendered:
+            path = article.page_path() + "index.html"
+            stamp = self._page_stamp(path)
+            if stamp is not None:
+                self._stamps[path] = (_digest(article), stamp)
+        paths = self._page_paths
+        self._stamps = {p: e for p, e in self._stamps.items() if p in paths}
+        with contextlib.suppress(OSError):  # a template vanished mid-build: the next build saves
+            saved_index.save(self.index, self._index_key(), self._stamps)
+
     def _forget_pages_if_templates_changed(self) -> None:
         stamp = tuple(
             sorted((str(p), p.stat().st_mtime_ns) for p in self.templates_dir.glob("*.j2"))
@@ -195,7 +272,14 @@ class Builder:
             self._page_paths = set()
             self._slices = {}
             self._failed = {}
+            self._stamps = {}
             self._templates_stamp = stamp
+
+
+def _digest(article: Article) -> str:
+    """The article a page was rendered from, as the build index keeps it: a digest of every
+    field (the repr of plain frozen data is the same in every process)."""
+    return hashlib.blake2b(repr(article).encode(), digest_size=16).hexdigest()
 
 
 _worker_pages: tuple[Pages, Output] | None = None
