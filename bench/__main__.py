@@ -108,7 +108,10 @@ def bench_articles(work: Path, count: int, reps: dict[str, int]) -> dict[str, An
     log(f"{count} articles: rescans and one-file rebuilds (in one process)")
     shutil.rmtree(base / "project" / "public", ignore_errors=True)
     scan = procs.run_worker("rescan", str(config), "--reps", str(reps["rescan"])).result
+    log(f"{count} articles: search index (Pagefind) of the built site")
+    search = procs.run_worker("search-index", str(config)).result
     result = {
+        "search_index": search,
         "articles": count,
         "generate_seconds": generated,
         "bantin_build_seconds": builds,
@@ -399,6 +402,20 @@ def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict
             )
             if i == len(sizes) - 1:
                 ratios["warm_start_vs_rescan"] = ratio
+        search = size.get("search_index")
+        if search:
+            per_page = search["seconds"] / max(search["pages"], 1)
+            ratios[f"search_index_seconds@{n}"] = search["seconds"]
+            row(
+                f"search index (Pagefind), {search['pages']} pages",
+                f"{_s(search['seconds'])} ({per_page * 1000:.2f} ms/page), "
+                f"{search['bytes'] / 1e6:.0f} MB in {search['files']} files, "
+                f"peak {search['indexer_peak_rss_kib'] / 1024:.0f} MiB",
+                f"cold build {_s(build)}",
+                search["seconds"] / build,
+                "report (off the build path)",
+                None,
+            )
         if i == len(sizes) - 1:
             ratios["rescan_vs_scandir"] = ratios[f"rescan_vs_scandir@{n}"]
             ratios["rebuild_vs_rescan"] = ratios[f"rebuild_vs_rescan@{n}"]

@@ -131,6 +131,26 @@ def cmd_rescan(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_search_index(args: argparse.Namespace) -> dict[str, Any]:
+    """Index the built site for search (Pagefind), as the daemon does after builds: the time,
+    the index's size and the indexer's peak memory. The output directory must be built."""
+    import resource
+
+    from service.publish.search import index_site
+    from service.settings import load_settings
+
+    settings = load_settings(Path(args.config))
+    report = index_site(settings.feeds.output_dir)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "pages": report.pages,
+        "seconds": report.seconds,
+        "bytes": report.bytes,
+        "files": report.files,
+        "indexer_peak_rss_kib": children.ru_maxrss,
+    }
+
+
 def _digest_inputs(config: Path, state_url: str | None = None) -> tuple[Any, list[Any]]:
     from service.content.source import Source
     from service.settings import load_settings
@@ -374,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config")
     p.add_argument("--reps", type=int, default=5)
     p.set_defaults(func=cmd_rescan)
+    p = commands.add_parser("search-index")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_search_index)
     p = commands.add_parser("digest-setup")
     p.add_argument("config")
     p.add_argument("--fresh", type=int, default=10)

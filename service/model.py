@@ -1,14 +1,56 @@
-"""Plain frozen data shared by every module: articles, categories, subscribers."""
+"""Plain frozen data shared by every module: articles, their events, categories, subscribers."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
 Frequency = Literal["immediate", "daily", "weekly"]
 FREQUENCIES: tuple[Frequency, ...] = ("immediate", "daily", "weekly")
+EventStatus = Literal["confirmed", "cancelled"]
+EVENT_STATUSES: tuple[EventStatus, ...] = ("confirmed", "cancelled")
+# Vietnamese day names as written in running text, Monday first (as datetime.weekday counts)
+WEEKDAYS_VI = ("thứ Hai", "thứ Ba", "thứ Tư", "thứ Năm", "thứ Sáu", "thứ Bảy", "Chủ nhật")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One session an article announces (a citizen reception, a meeting): when, where, who.
+
+    ``uid`` is unique within its article: an explicit ``uid:`` from the front matter, else the
+    event's position ("1", "2", ...). The calendar UID, which must be unique everywhere, is made
+    from it and the article's id by ``Article.event_uid``.
+    """
+
+    uid: str
+    title: str
+    start: datetime  # aware
+    end: datetime | None = None  # aware, after start; None: the article gives no end
+    location: str | None = None
+    host: str | None = None
+    status: EventStatus = "confirmed"
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the session was called off (it stays listed, marked cancelled)."""
+        return self.status == "cancelled"
+
+    @property
+    def revision(self) -> str:
+        """A digest of what a citizen acts on: start, end, location and status.
+
+        A change of wording (title, host) keeps it; moving the session, changing its place or
+        cancelling it changes it. The ledger can compare revisions to tell "the time changed".
+        """
+        end = self.end.astimezone(UTC).isoformat() if self.end else ""
+        significant = "\x1f".join(
+            (self.start.astimezone(UTC).isoformat(), end, self.location or "", self.status)
+        )
+        return hashlib.blake2b(significant.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +79,9 @@ class Article:
     draft: bool = False
     tags: tuple[str, ...] = ()
     fingerprint: str = ""  # of the file's bytes: a file moved unchanged is known again by it
+    events: tuple[Event, ...] = ()  # in the order written
+    # why the schedule table in the body gave no events (one line per row that does not parse)
+    event_problems: tuple[str, ...] = ()
 
     @property
     def modified(self) -> datetime:
@@ -58,6 +103,21 @@ class Article:
     def guid(self, base_url: str) -> str:
         """The entry id in every feed format: stable when the article is edited or retitled."""
         return uuid.uuid5(uuid.NAMESPACE_URL, f"{base_url}#{self.id}").urn
+
+    def event_uid(self, event: Event, base_url: str) -> str:
+        """The event's calendar UID (RFC 5545): unique everywhere, stable when the article or
+        the event is edited, as long as the article's id and the event's uid stay."""
+        name = uuid.uuid5(uuid.NAMESPACE_URL, f"{base_url}#{self.id}#event-{event.uid}")
+        return f"{name}@{urlsplit(base_url).hostname or 'localhost'}"
+
+    @property
+    def event_revision(self) -> str:
+        """A digest of every event's uid and revision: changes exactly when a session of this
+        article is added, removed, moved, relocated or cancelled ("" without events)."""
+        if not self.events:
+            return ""
+        joined = "\x1e".join(f"{e.uid}\x1f{e.revision}" for e in self.events)
+        return hashlib.blake2b(joined.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from service.errors import TemplateError
+from service.model import WEEKDAYS_VI, Event
 
 MAX_OUTPUT = 5_000_000  # characters; a digest or page far beyond this is a runaway template
 MAX_ITERATIONS = 1_000_000  # loop iterations per render, all loops together
@@ -314,7 +315,23 @@ class Templates:
         def date_time(value: datetime) -> str:
             return value.astimezone(zone).strftime("%H:%M %d/%m/%Y")
 
-        self.env.filters.update(long_date=long_date, short_date=short_date, date_time=date_time)
+        def event_when(event: Event) -> str:
+            """ "07:30–11:30, thứ Ba 15/12/2026" in the site's zone (an end on another day is
+            written in full)."""
+            start = event.start.astimezone(zone)
+            day = f"{WEEKDAYS_VI[start.weekday()]} {start:%d/%m/%Y}"
+            if event.end is None:
+                return f"{start:%H:%M}, {day}"
+            end = event.end.astimezone(zone)
+            if end.date() == start.date():
+                return f"{start:%H:%M}–{end:%H:%M}, {day}"
+            return (
+                f"{start:%H:%M}, {day} – {end:%H:%M}, {WEEKDAYS_VI[end.weekday()]} {end:%d/%m/%Y}"
+            )
+
+        self.env.filters.update(
+            long_date=long_date, short_date=short_date, date_time=date_time, event_when=event_when
+        )
 
     def render(self, name: str, **context: Any) -> str:
         """Render ``name`` under the budget; TemplateError names the template for any failure."""

@@ -166,6 +166,10 @@ def layout(root: Path) -> Path:
     (output / "categories" / "thong-bao" / "rss.xml").write_text(RSS, encoding="utf-8")
     article = output / "articles" / "lich-tiep-dan" / "index.html"
     article.write_text("<!DOCTYPE html><title>Lịch tiếp dân</title>", encoding="utf-8")
+    (article.parent / "events.ics").write_text(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nSUMMARY:Tiếp công dân\r\nEND:VCALENDAR\r\n",
+        encoding="utf-8",
+    )
     (output / ".rss.xml.tmp").write_text("half-written", encoding="utf-8")
     (root / "secret.txt").write_text(SECRET, encoding="utf-8")
     (output / "leak.txt").symlink_to(root / "secret.txt")

@@ -68,7 +68,10 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    add("build", cmd_build, "scan the articles and write feeds and pages")
+    build = add("build", cmd_build, "scan the articles and write feeds and pages")
+    build.add_argument(
+        "--search", action="store_true", help="then index the pages for the search box (Pagefind)"
+    )
     add("check", cmd_check, "validate config, templates and every article; exit 1 on any problem")
     add("run", cmd_run, "run the service: scheduler, feeds and pages over HTTP")
     digest = add("digest", cmd_digest, "send the due digests of one frequency")

@@ -15,6 +15,7 @@ from service.mail.mime import read_dkim_key
 from service.mail.subscribers import validate
 from service.publish.build import Builder, page_problems
 from service.publish.pages import PAGE_TEMPLATES, Pages
+from service.publish.search import SEARCH_DIR, index_site
 from service.settings import Settings
 from service.templating import Templates
 
@@ -31,10 +32,12 @@ def known_identities(settings: Settings) -> tuple[dict[str, str], dict[str, str]
 
 
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
-    """`bantin build`: scan the articles and write the feeds and pages once.
+    """`bantin build [--search]`: scan the articles and write the feeds and pages once; with
+    ``--search``, then index them for the search box.
 
     Skipped articles are listed on stderr and do not fail it. ConfigError if the output
-    directory cannot be written, TemplateError if a template fails.
+    directory cannot be written, TemplateError if a template fails, SearchIndexError if
+    Pagefind fails.
     """
     started = time.monotonic()
     identities = known_identities(settings)
@@ -44,7 +47,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     scan = source.scan()
     for problem in scan.problems:
         print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
-    builder = Builder(settings, settings.site.templates_dir, settings.state.build_index)
+    builder = Builder(settings, settings.site.templates_dir, index=settings.state.build_index)
     report = builder.build(scan, clock.now())
     for problem in report.problems:
         print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
@@ -54,6 +57,12 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         f"{len(report.written)} files written, {len(report.removed)} removed, "
         f"{report.files} files in {settings.feeds.output_dir}/ ({time.monotonic() - started:.2f} s)"
     )
+    if getattr(args, "search", False):
+        indexed = index_site(settings.feeds.output_dir)
+        print(
+            f"bantin build: search index of {indexed.pages} pages, {indexed.bytes / 1e6:.1f} MB "
+            f"in {settings.feeds.output_dir}/{SEARCH_DIR}/ ({indexed.seconds:.2f} s)"
+        )
     return 0
 
 
@@ -79,6 +88,12 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
     try:
         scan = Source(settings.source.dir, settings.site.zone, *identities).scan()
         problems += [f"{settings.source.dir}/{p}" for p in scan.problems]
+        problems += [
+            f"{settings.source.dir}/{printable(a.source)}: {line}; no event is published from "
+            "this article until every row can be read"
+            for a in scan.articles
+            for line in a.event_problems
+        ]
         known = {a.category.slug: a.category.name for a in scan.articles}
         without_id = [a for a in scan.articles if a.id == a.source.rsplit(".", 1)[0]]
         if without_id:

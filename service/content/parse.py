@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from service.content.events import events_from_front_matter, events_from_table
 from service.content.markup import (
     clean_text,
     markdown_to_html,
@@ -209,6 +210,11 @@ def _article(
                 "(copy the link from the browser's address bar)",
             )
     summary = words("summary")
+    event_problems: tuple[str, ...] = ()
+    if "events" in meta:
+        events = events_from_front_matter(meta["events"] or [], source, zone, title, parse_date)
+    else:
+        events, event_problems = events_from_table(content, title, zone)
     return Article(
         id=text("id") or source.rsplit(".", 1)[0],
         slug=slug,
@@ -223,6 +229,8 @@ def _article(
         draft=_flag(meta.get("draft"), source),
         tags=_tags(meta.get("tags"), source),
         source=source,
+        events=events,
+        event_problems=event_problems,
     )
 
 

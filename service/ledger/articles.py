@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, update
 
 from service.ledger.db import Database
-from service.ledger.schema import articles
+from service.ledger.schema import articles, event_revisions
 
 __all__ = ["Articles"]
 
@@ -69,6 +69,52 @@ class Articles:
         known.update(new)
         known.update(changed)
         return len(new)
+
+    def record_events(self, revisions: Iterable[tuple[str, str, str]], now: datetime) -> None:
+        """Keep each (article id, revision, events as JSON) not kept yet, numbered in the order
+        seen: what an article's sessions were at that revision, for the digests that say what
+        changed and the SEQUENCE numbers of calendars."""
+        wanted = {(a, r): e for a, r, e in revisions}
+        if not wanted:
+            return
+        with self.db.tx() as conn:
+            numbers: dict[str, int] = {}
+            seen: set[tuple[str, str]] = set()
+            for article_id, revision, number in conn.execute(
+                select(
+                    event_revisions.c.article_id,
+                    event_revisions.c.revision,
+                    event_revisions.c.number,
+                ).where(event_revisions.c.article_id.in_({a for a, _ in wanted}))
+            ):
+                seen.add((str(article_id), str(revision)))
+                numbers[article_id] = max(numbers.get(article_id, 0), int(number))
+            fresh = []
+            for (article_id, revision), events in wanted.items():
+                if (article_id, revision) in seen:
+                    continue
+                numbers[article_id] = numbers.get(article_id, 0) + 1
+                fresh.append(
+                    {
+                        "article_id": article_id,
+                        "revision": revision,
+                        "number": numbers[article_id],
+                        "events": events,
+                        "first_seen": now,
+                    }
+                )
+            if fresh:
+                conn.execute(self.db.insert_new(event_revisions, "article_id", "revision"), fresh)
+
+    def event_history(self, article_id: str) -> list[tuple[str, str]]:
+        """(revision, events as JSON) of ``article_id``, the first seen first."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(event_revisions.c.revision, event_revisions.c.events)
+                .where(event_revisions.c.article_id == article_id)
+                .order_by(event_revisions.c.number)
+            )
+            return [(str(r), str(e)) for r, e in rows]
 
     def identities(self) -> tuple[dict[str, str], dict[str, str]]:
         """How a moved file is known again: (fingerprint -> id, path -> id) of the recorded

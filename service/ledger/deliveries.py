@@ -6,8 +6,8 @@ Message-ID, so at most the messages in flight at the kill arrive twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,7 +80,9 @@ _SUSPEND = (
     .where(subscribers.c.email == bindparam("b_email"), subscribers.c.suspended_at.is_(None))
     .values(suspended_at=bindparam("at"))
 )
-_TAKEN = select(delivery_items.c.email, delivery_items.c.article_id).where(
+_TAKEN = select(
+    delivery_items.c.email, delivery_items.c.article_id, delivery_items.c.revision
+).where(
     delivery_items.c.email.in_(bindparam("emails", expanding=True)),
     delivery_items.c.article_id.in_(bindparam("ids", expanding=True)),
 )
@@ -101,6 +103,9 @@ class Claim:
     subscriber: Subscriber
     frequency: Frequency
     article_ids: tuple[str, ...]
+    # of the articles with events: the revision sent, and for an update the one it replaces
+    revisions: Mapping[str, str] = field(default_factory=dict)
+    previous: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,9 @@ class Delivery:
     address: str | None = None  # as written in the subscribers file (email is lower-cased)
     name: str | None = None
     categories: frozenset[str] | None = None  # the subscriber's category slugs
+    # article id -> revision of its events as recorded, and the revision an update replaces
+    revisions: Mapping[str, str] = field(default_factory=dict)
+    previous: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def subscriber(self) -> Subscriber:
@@ -177,16 +185,27 @@ ROW = (
 
 
 def with_items(conn: Connection, rows: Sequence[Any]) -> list[Delivery]:
-    """Deliveries from ``rows`` (of ROW), each with its article ids."""
+    """Deliveries from ``rows`` (of ROW), each with its article ids and event revisions."""
     items: dict[int, list[str]] = {}
+    revisions: dict[int, dict[str, str]] = {}
+    previous: dict[int, dict[str, str]] = {}
     for start in range(0, len(rows), 500):
         ids = [r.id for r in rows[start : start + 500]]
-        for delivery_id, article_id in conn.execute(
-            select(delivery_items.c.delivery_id, delivery_items.c.article_id)
+        for delivery_id, article_id, revision, before in conn.execute(
+            select(
+                delivery_items.c.delivery_id,
+                delivery_items.c.article_id,
+                delivery_items.c.revision,
+                delivery_items.c.previous,
+            )
             .where(delivery_items.c.delivery_id.in_(ids))
             .order_by(delivery_items.c.article_id)
         ):
             items.setdefault(delivery_id, []).append(article_id)
+            if revision:
+                revisions.setdefault(delivery_id, {})[article_id] = revision
+            if before:
+                previous.setdefault(delivery_id, {})[article_id] = before
     return [
         Delivery(
             r.id,
@@ -198,6 +217,8 @@ def with_items(conn: Connection, rows: Sequence[Any]) -> list[Delivery]:
             r.address,
             r.name,
             categories_of(r.categories),
+            revisions.get(r.id, {}),
+            previous.get(r.id, {}),
         )
         for r in rows
     ]
@@ -229,13 +250,13 @@ class Deliveries:
         """
         created: list[Delivery] = []
         with self.db.tx() as conn:
-            taken: set[tuple[str, str]] = set()
+            taken: set[tuple[str, str, str]] = set()
             emails = [c.subscriber.key for c in claims]
             wanted = sorted({i for c in claims for i in c.article_ids})
             for start in range(0, len(emails), 400):
                 taken.update(
-                    (e, i)
-                    for e, i in conn.execute(
+                    (e, i, r)
+                    for e, i, r in conn.execute(
                         _TAKEN, {"emails": emails[start : start + 400], "ids": wanted}
                     )
                 )
@@ -243,7 +264,11 @@ class Deliveries:
             kept: list[tuple[Claim, tuple[str, ...], str]] = []
             for claim in claims:
                 email = claim.subscriber.key
-                ids = tuple(i for i in claim.article_ids if (email, i) not in taken)
+                ids = tuple(
+                    i
+                    for i in claim.article_ids
+                    if (email, i, claim.revisions.get(i, "")) not in taken
+                )
                 if not ids:
                     continue
                 mid = message_id(email, ids)
@@ -269,7 +294,13 @@ class Deliveries:
                 )
                 new_ids = [int(row[0]) for row in result]
                 items = [
-                    {"email": claim.subscriber.key, "article_id": i, "delivery_id": delivery_id}
+                    {
+                        "email": claim.subscriber.key,
+                        "article_id": i,
+                        "delivery_id": delivery_id,
+                        "revision": claim.revisions.get(i, ""),
+                        "previous": claim.previous.get(i),
+                    }
                     for delivery_id, (claim, ids, _) in zip(new_ids, kept, strict=True)
                     for i in ids
                 ]
@@ -285,6 +316,8 @@ class Deliveries:
                         claim.subscriber.email,
                         claim.subscriber.name,
                         claim.subscriber.categories,
+                        {i: claim.revisions[i] for i in ids if claim.revisions.get(i)},
+                        {i: claim.previous[i] for i in ids if claim.previous.get(i)},
                     )
                     for delivery_id, (claim, ids, mid) in zip(new_ids, kept, strict=True)
                 ]
@@ -292,6 +325,75 @@ class Deliveries:
             for start in range(0, len(keys), 500):
                 conn.execute(_ADVANCE, {"emails": keys[start : start + 500], "b_cursor": cursor})
         return created
+
+    def updates(
+        self, emails: Sequence[str], current: Mapping[str, str]
+    ) -> dict[str, dict[str, str]]:
+        """The event updates ``emails`` are owed: for each address, the articles (of
+        ``current``: article id -> revision of its events now) of which it was sent another
+        revision, with the revision it was sent last.
+
+        Nothing is owed for an article an address never got, or whose current revision it
+        got or is about to get, or while a message carrying it still waits to be sent (that
+        one is composed from the article as it is then; see ``restamp``).
+        """
+        if not emails or not current:
+            return {}
+        found: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
+        with self.db.tx() as conn:
+            for start in range(0, len(emails), 400):
+                rows = conn.execute(
+                    select(
+                        delivery_items.c.email,
+                        delivery_items.c.article_id,
+                        delivery_items.c.revision,
+                        deliveries.c.id,
+                        deliveries.c.status,
+                    )
+                    .join(deliveries, deliveries.c.id == delivery_items.c.delivery_id)
+                    .where(
+                        delivery_items.c.email.in_(emails[start : start + 400]),
+                        delivery_items.c.article_id.in_(list(current)),
+                    )
+                )
+                for email, article_id, revision, delivery_id, status in rows:
+                    found.setdefault((email, article_id), []).append(
+                        (delivery_id, revision, status)
+                    )
+        owed: dict[str, dict[str, str]] = {}
+        for (email, article_id), sent in found.items():
+            now = current[article_id]
+            if any(s == "pending" or (r == now and s == "sent") for _, r, s in sent):
+                continue
+            got = [(d, r) for d, r, s in sent if s == "sent" and r]
+            if got:
+                owed.setdefault(email, {})[article_id] = max(got)[1]
+        return owed
+
+    def restamp(self, delivery_id: int, article_id: str, revision: str) -> bool:
+        """Record that delivery ``delivery_id`` carries ``article_id`` at ``revision`` of its
+        events (its sessions changed while it waited); False if the address has that
+        revision in another message already (this one then carries it twice, harmlessly)."""
+        with self.db.tx() as conn:
+            email = conn.scalar(select(deliveries.c.email).where(deliveries.c.id == delivery_id))
+            has = conn.scalar(
+                select(func.count()).where(
+                    delivery_items.c.email == email,
+                    delivery_items.c.article_id == article_id,
+                    delivery_items.c.revision == revision,
+                )
+            )
+            if has:
+                return False
+            conn.execute(
+                update(delivery_items)
+                .where(
+                    delivery_items.c.delivery_id == delivery_id,
+                    delivery_items.c.article_id == article_id,
+                )
+                .values(revision=revision)
+            )
+        return True
 
     def address_of(self, delivery_id: int) -> str | None:
         """The address delivery ``delivery_id`` was for (None if there is no such delivery)."""

@@ -37,6 +37,7 @@ __all__ = [
     "bounces",
     "deliveries",
     "delivery_items",
+    "event_revisions",
     "leaders",
     "meta_table",
     "metadata",
@@ -122,7 +123,10 @@ delivery_items = Table(
     metadata,
     Column("email", Text, primary_key=True),
     Column("article_id", Text, primary_key=True),
+    # of the article's events as sent ('' without events): a moved session is a new item
+    Column("revision", Text, primary_key=True, server_default=text("''")),
     Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("previous", Text),  # an update: the revision the address had been sent
 )
 runs = Table(
     "runs",
@@ -150,6 +154,15 @@ active_runs = Table(
     Column("frequency", Text, nullable=False),
     Column("host", Text, nullable=False),
     Column("started", Moment, nullable=False),
+)
+event_revisions = Table(
+    "event_revisions",
+    metadata,
+    Column("article_id", Text, primary_key=True),
+    Column("revision", Text, primary_key=True),
+    Column("number", Integer, nullable=False),  # 1, 2, ... in the order seen
+    Column("events", Text, nullable=False),  # JSON: the events as they were
+    Column("first_seen", Moment, nullable=False),
 )
 suppressions = Table(
     "suppressions",

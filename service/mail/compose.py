@@ -12,13 +12,15 @@ comes out over HTML_BUDGET is rendered again with fewer links, then fewer full a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import css_inline
 
 from service.errors import TemplateError
+from service.ical import CalendarSpec, calendar_bytes, stateless_sequence
+from service.mail.events import DigestEvents, tally, update_label
 from service.mail.mime import (
     DkimKey,
     Envelope,
@@ -28,7 +30,7 @@ from service.mail.mime import (
 from service.mail.renders import SharedRenders
 from service.mail.tokens import unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
-from service.model import Article, Frequency, Subscriber
+from service.model import Article, Event, Frequency, Subscriber
 from service.settings import Settings
 from service.templating import Templates
 
@@ -41,10 +43,18 @@ __all__ = [
     "Rendered",
 ]
 
-EMAIL_TEMPLATES = ["email/subject.txt.j2", "email/digest.txt.j2", "email/digest.html.j2"]
+EMAIL_TEMPLATES = [
+    "email/subject.txt.j2",
+    "email/digest.txt.j2",
+    "email/digest.html.j2",
+    "email/_events.txt.j2",
+    "email/_events.html.j2",
+]
 FREQUENCY_LABELS = {"immediate": "ngay khi có tin", "daily": "hằng ngày", "weekly": "hằng tuần"}
 MORE_LINKS = 50  # articles past mail.max_items listed as title links; the rest are counted
 HTML_BUDGET = 90_000  # bytes of HTML: under Gmail's ~102 KB clip with room for the headers
+MAX_CALENDAR_EVENTS = 200  # sessions in one digest's calendar part
+NO_EVENTS = DigestEvents({}, {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +86,7 @@ class Composer:
         self.bounce_address = settings.mail.bounce_address
         self.max_items = settings.mail.max_items
         # digests of the same articles rendered once, personal values put in (renders.py)
-        self.shared = SharedRenders(self, EMAIL_TEMPLATES, HTML_BUDGET)
+        self.shared = SharedRenders(self, EMAIL_TEMPLATES[:3], HTML_BUDGET, EMAIL_TEMPLATES[3:])
 
     def envelope_sender(self, delivery_id: int | None, email: str) -> str:
         """The SMTP envelope sender (MAIL FROM) of delivery ``delivery_id`` to ``email``: its
@@ -97,10 +107,13 @@ class Composer:
         now: datetime,
         shown: int | None = None,
         links: int = MORE_LINKS,
+        events: DigestEvents = NO_EVENTS,
     ) -> dict[str, Any]:
         """The variables the email templates see for one subscriber's digest: ``articles`` are
         the first ``shown`` (default ``mail.max_items``) in full, ``more`` the next ``links``
-        as title links, ``more_count`` all past ``articles``, ``unlisted`` those in neither."""
+        as title links, ``more_count`` all past ``articles``, ``unlisted`` those in neither;
+        ``updates`` maps the id of each article sent again because its sessions changed to
+        its ``label`` and ``changes`` (see mail.events)."""
         base = self.site.base_url
         shown = self.max_items if shown is None else shown
         full, rest = articles[:shown], articles[shown:]
@@ -113,9 +126,14 @@ class Composer:
             "more_count": len(rest),
             "unlisted": max(0, len(rest) - links),
             "count": len(articles),
+            "tally": tally(len(articles), sum(a.id in events.updates for a in articles)),
             "frequency": frequency,
             "frequency_label": FREQUENCY_LABELS[frequency],
             "categories": sorted({a.category.name for a in articles}),
+            "updates": {
+                article_id: {"label": update_label(found), "changes": found}
+                for article_id, found in events.updates.items()
+            },
             "unsubscribe_url": unsubscribe_url(base, self.secret_key, subscriber.key),
             "feeds": {
                 "rss": f"{base}/rss.xml",
@@ -131,13 +149,14 @@ class Composer:
         articles: Sequence[Article],
         frequency: Frequency,
         now: datetime,
+        events: DigestEvents = NO_EVENTS,
     ) -> Rendered:
         """``subscriber``'s digest of ``articles``, rendered; TemplateError if a template fails or
         the subject comes out empty. HTML over HTML_BUDGET is rendered again with fewer title
         links, then fewer full articles, down to one."""
         shown, links = self.max_items, MORE_LINKS
         while True:
-            context = self.context(subscriber, articles, frequency, now, shown, links)
+            context = self.context(subscriber, articles, frequency, now, shown, links, events)
             html = self.inliner.inline(self.templates.render("email/digest.html.j2", **context))
             if len(html.encode("utf-8")) <= HTML_BUDGET or (shown <= 1 and links == 0):
                 break
@@ -159,19 +178,51 @@ class Composer:
         message_id: str,
         now: datetime,
         delivery_id: int | None = None,
+        events: DigestEvents = NO_EVENTS,
     ) -> bytes:
         """The whole message, CRLF line endings, ready for SMTP DATA (and signed if configured).
 
         ``delivery_id`` (the ledger's) signs the ``mailto:`` unsubscribe fallback when
-        ``mail.bounce_address`` is set; without it the message has only the HTTPS link."""
+        ``mail.bounce_address`` is set; without it the message has only the HTTPS link. When
+        its articles have events, the message carries them as a calendar (see ``calendar``)."""
 
         def whole() -> tuple[str, str, str]:
-            rendered = self.render(subscriber, articles, frequency, now)
+            rendered = self.render(subscriber, articles, frequency, now, events)
             return rendered.subject, rendered.text, rendered.html
 
-        texts = self.shared.render(subscriber, articles, frequency, now, whole) or whole()
-        rendered = Rendered(*texts, frequency)
-        return self.message_bytes(subscriber, rendered, message_id, now, delivery_id)
+        # an update of sessions is told to those who were sent them: such digests are not shared
+        shared = None
+        if not events.updates:
+            shared = self.shared.render(subscriber, articles, frequency, now, whole)
+        rendered = Rendered(*(shared or whole()), frequency)
+        calendar = self.calendar(articles, events)
+        return self.message_bytes(subscriber, rendered, message_id, now, delivery_id, calendar)
+
+    def calendar(self, articles: Sequence[Article], events: DigestEvents) -> bytes | None:
+        """The iCalendar (METHOD:PUBLISH) of the sessions of ``articles``, at their SEQUENCE,
+        with each session an update dropped marked cancelled; None when they have none."""
+        entries: list[tuple[Article, Event]] = []
+        for article in articles:
+            entries.extend((article, event) for event in article.events)
+            entries.extend(
+                (article, replace(change.before, status="cancelled"))
+                for change in events.updates.get(article.id, ())
+                if change.after is None and change.before is not None
+            )
+        if not entries:
+            return None
+        spec = CalendarSpec(
+            name=f"{self.site.title}: lịch",
+            url=f"{self.site.base_url}/",
+            zone=self.site.zone,
+            base_url=self.site.base_url,
+        )
+
+        def sequence(article: Article, event: Event) -> int:
+            found = events.sequence.get((article.id, event.uid))
+            return stateless_sequence(article, event) if found is None else found
+
+        return calendar_bytes(spec, entries[:MAX_CALENDAR_EVENTS], sequence)
 
     def message_bytes(
         self,
@@ -180,6 +231,7 @@ class Composer:
         message_id: str,
         now: datetime,
         delivery_id: int | None = None,
+        calendar: bytes | None = None,
     ) -> bytes:
         """The whole message of a rendered digest, ready for SMTP DATA, DKIM-signed if set up."""
         mailto = feedback = None
@@ -201,4 +253,4 @@ class Composer:
             unsubscribe_mailto=mailto,
             feedback_id=feedback,
         )
-        return build_message(envelope, rendered.text, rendered.html, self.dkim)
+        return build_message(envelope, rendered.text, rendered.html, self.dkim, calendar)

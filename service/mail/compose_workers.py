@@ -15,7 +15,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 
 from service import workers
-from service.mail.compose import Composer
+from service.mail.compose import NO_EVENTS, Composer
+from service.mail.events import DigestEvents
 from service.mail.mime import DkimKey
 from service.model import Article, Frequency, Subscriber
 from service.settings import Settings
@@ -41,10 +42,11 @@ def _compose_in_worker(
     message_id: str,
     now: datetime,
     delivery_id: int | None = None,
+    events: DigestEvents = NO_EVENTS,
 ) -> bytes:
     assert _composer is not None, "worker not initialised"
     articles = [_articles[i] for i in ids]
-    return _composer.compose(subscriber, articles, frequency, message_id, now, delivery_id)
+    return _composer.compose(subscriber, articles, frequency, message_id, now, delivery_id, events)
 
 
 def default_processes() -> int:
@@ -73,11 +75,13 @@ class ComposeWorkers:
         message_id: str,
         now: datetime,
         delivery_id: int | None = None,
+        events: DigestEvents = NO_EVENTS,
     ) -> asyncio.Future[bytes]:
         """Start composing one message; the future gives its bytes, or raises (TemplateError).
 
         The first messages of a run compose on a thread of this process, the rest in the worker
-        processes, if there are any. ``delivery_id`` signs the mailto: unsubscribe fallback.
+        processes, if there are any. ``delivery_id`` signs the mailto: unsubscribe fallback;
+        ``events`` says what changed in the articles sent again and the SEQUENCE numbers.
         """
         loop = asyncio.get_running_loop()
         usable = self.processes > 0 and all(a.id in self.articles for a in articles)
@@ -94,6 +98,7 @@ class ComposeWorkers:
                 message_id,
                 now,
                 delivery_id,
+                events,
             )
         if self._executor is None:
             self._executor = workers.executor(
@@ -109,7 +114,7 @@ class ComposeWorkers:
         ids = tuple(a.id for a in articles)
         return asyncio.wrap_future(
             self._executor.submit(
-                _compose_in_worker, subscriber, ids, frequency, message_id, now, delivery_id
+                _compose_in_worker, subscriber, ids, frequency, message_id, now, delivery_id, events
             )
         )
 

@@ -126,8 +126,13 @@ def body_part(data: str) -> bytes:
     # MIME text is canonical with CRLF line breaks, inside the base64 too (RFC 2046 4.1.1)
     if "\r" in data:
         data = data.replace("\r\n", "\n").replace("\r", "\n")
-    encoded = base64.b64encode(data.replace("\n", "\r\n").encode("utf-8"))
     # 76-character lines (RFC 2045); slicing once beats encodebytes' per-line encoding
+    return _base64_lines(data.replace("\n", "\r\n").encode("utf-8"))
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """``data`` (already canonical, as iCalendar's CRLF lines are) in 76-character base64 lines."""
+    encoded = base64.b64encode(data)
     if not encoded:
         return b""
     return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
@@ -180,10 +185,22 @@ def _list_unsubscribe(envelope: Envelope) -> str:
     return value
 
 
-def build_message(envelope: Envelope, text: str, html: str, dkim: DkimKey | None) -> bytes:
-    """The whole message, CRLF line endings, ready for SMTP DATA (and signed if ``dkim``)."""
+def build_message(
+    envelope: Envelope,
+    text: str,
+    html: str,
+    dkim: DkimKey | None,
+    calendar: bytes | None = None,
+) -> bytes:
+    """The whole message, CRLF line endings, ready for SMTP DATA (and signed if ``dkim``).
+
+    Text and HTML are a ``multipart/alternative``. With ``calendar`` (iCalendar bytes,
+    METHOD:PUBLISH) the message is ``multipart/mixed``: the alternative, then the calendar as
+    a ``text/calendar; method=PUBLISH`` part named lich.ics, which mail clients offer to add.
+    """
     e = envelope
     boundary = "=_bantin_" + hashlib.sha1(e.message_id.encode()).hexdigest()[:24]
+    outer = boundary + "_m"
     headers = [
         ("From", e.sender),
         ("To", e.to),
@@ -198,23 +215,42 @@ def build_message(envelope: Envelope, text: str, html: str, dkim: DkimKey | None
         # vacation programs that predate RFC 3834's Auto-Submitted still honour this
         ("Precedence", "bulk"),
         ("MIME-Version", "1.0"),
-        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+        (
+            "Content-Type",
+            f'multipart/mixed; boundary="{outer}"'
+            if calendar is not None
+            else f'multipart/alternative; boundary="{boundary}"',
+        ),
     ]
     head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
     part = "Content-Type: text/{}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    message = b"".join(
-        [
-            head,
-            b"\r\n",
-            f"--{boundary}\r\n".encode(),
-            part.format("plain").encode(),
-            body_part(text),
-            f"--{boundary}\r\n".encode(),
-            part.format("html").encode(),
-            body_part(html),
-            f"--{boundary}--\r\n".encode(),
-        ]
-    )
+    alternative = [
+        f"--{boundary}\r\n".encode(),
+        part.format("plain").encode(),
+        body_part(text),
+        f"--{boundary}\r\n".encode(),
+        part.format("html").encode(),
+        body_part(html),
+        f"--{boundary}--\r\n".encode(),
+    ]
+    if calendar is None:
+        message = b"".join([head, b"\r\n", *alternative])
+    else:
+        message = b"".join(
+            [
+                head,
+                b"\r\n",
+                f"--{outer}\r\n".encode(),
+                f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode(),
+                *alternative,
+                f"--{outer}\r\n".encode(),
+                b"Content-Type: text/calendar; charset=utf-8; method=PUBLISH; name=lich.ics\r\n"
+                b'Content-Disposition: attachment; filename="lich.ics"\r\n'
+                b"Content-Transfer-Encoding: base64\r\n\r\n",
+                _base64_lines(calendar),
+                f"--{outer}--\r\n".encode(),
+            ]
+        )
     if dkim is not None:
         import dkim as dkimpy  # loaded only by installations that sign
 

@@ -9,10 +9,12 @@ from it by putting their values where the stand-ins are.
 That is exact only if the templates print a personal value as it is, or ask whether it is empty:
 ``shareable`` reads each template's syntax tree and allows a personal value only as
 ``{{ value }}``, in ``or``/``and``/``if ... else`` whose result is printed, and as the test of an
-``if`` or a ``not``. Anything else (a filter, a comparison, a method, ``~``, a macro, an
-include, a block) makes the templates unshareable, and every digest is rendered whole, as
-before. Which context values are personal is found by asking ``Composer.context`` about
-different subscribers, so a value a template author adds is covered without a list to keep.
+``if`` or a ``not``. Anything else (a filter, a comparison, a method, ``~``, a macro, a block,
+an include of a template that is not one of the partials read with them) makes the templates
+unshareable, and every digest is rendered whole, as before. An included partial sees the same
+context, so it is read by the same rules. Which context values are personal is found by asking
+``Composer.context`` about different subscribers, so a value a template author adds is covered
+without a list to keep.
 
 A stand-in is a random letters-and-digits word, so HTML escaping and the CSS inliner leave it
 as it is; a real value with a character either would change (``& < > " '``, a no-break space,
@@ -61,7 +63,6 @@ _OPAQUE = (
     nodes.AssignBlock,
     nodes.Block,
     nodes.Extends,
-    nodes.Include,
     nodes.Import,
     nodes.FromImport,
     nodes.ScopedEvalContextModifier,
@@ -108,11 +109,18 @@ def _personal_leaves(
     return leaves
 
 
-def shareable(tree: nodes.Template, strings: frozenset[str]) -> bool:
+def shareable(
+    tree: nodes.Template, strings: frozenset[str], partials: frozenset[str] = frozenset()
+) -> bool:
     """Whether every personal value in ``tree`` is only printed as it is or tested for
-    emptiness (see the module); ``strings`` are the context names of personal strings."""
+    emptiness (see the module); ``strings`` are the context names of personal strings, and
+    ``partials`` the templates it may include (read by the same rules by the caller)."""
     if any(True for _ in tree.find_all(_OPAQUE)):
         return False
+    for include in tree.find_all(nodes.Include):
+        named = include.template
+        if not (isinstance(named, nodes.Const) and named.value in partials):
+            return False
     leaves = _personal_leaves(tree, strings)
     if leaves is None:
         return False
@@ -163,9 +171,16 @@ class SharedRenders:
     """The shared renders of one Composer (see the module); ``render`` gives None where a
     digest must be rendered whole."""
 
-    def __init__(self, composer: Composer, names: Sequence[str], html_budget: int) -> None:
+    def __init__(
+        self,
+        composer: Composer,
+        names: Sequence[str],
+        html_budget: int,
+        partials: Sequence[str] = (),
+    ) -> None:
         self.composer = composer
         self.names = tuple(names)  # subject, text, html templates
+        self.partials = tuple(partials)  # templates they include
         self.html_budget = html_budget  # bytes; a digest over it is rendered whole, shorter
         self.enabled = True
         self._word = "x" + secrets.token_hex(8)  # the stand-ins are this and a number
@@ -187,7 +202,9 @@ class SharedRenders:
         ``whole`` renders it whole: called once per shared render, to check it."""
         if not self.enabled:
             return None
-        templates = tuple(self.composer.templates.env.get_template(n) for n in self.names)
+        env = self.composer.templates.env
+        # the partials too: an edited partial is a new Template object, and a new plan
+        templates = tuple(env.get_template(n) for n in (*self.names, *self.partials))
         strings = self._personal_strings(frequency, now)
         if strings is None or not self._plan(templates, strings):
             return None
@@ -276,11 +293,13 @@ class SharedRenders:
         plan = self._plans.get(templates)
         if plan is None:
             env = self.composer.templates.env
+            names = (*self.names, *self.partials)
             try:
-                trees = [env.parse(env.loader.get_source(env, n)[0]) for n in self.names]  # type: ignore[union-attr]
+                trees = [env.parse(env.loader.get_source(env, n)[0]) for n in names]  # type: ignore[union-attr]
             except Exception:  # the whole render reports the template's problem
                 return False
-            plan = all(shareable(tree, strings) for tree in trees)
+            partials = frozenset(self.partials)
+            plan = all(shareable(tree, strings, partials) for tree in trees)
             self._plans = {templates: plan}  # templates edited: the older plans go
         return plan
 

@@ -26,6 +26,7 @@ from service.ledger import State
 from service.ledger.deliveries import Claim, Delivery
 from service.mail.compose import Composer
 from service.mail.compose_workers import ComposeWorkers
+from service.mail.events import snapshot
 from service.mail.mime import message_id
 from service.mail.news import Fresh, as_if_recorded, fresh_since, select
 from service.mail.outcomes import Outcomes, RunReport
@@ -89,6 +90,13 @@ class DigestRun:
         self.by_id = {a.id: a for a in published}
         self.top = 0  # the newest article sequence, once recorded
         self.fresh: Fresh = []
+        # article id -> revision of its sessions, for the articles with sessions still to come:
+        # an address sent another revision of one gets it again, as an update
+        self.sessions = {
+            a.id: a.event_revision
+            for a in published
+            if any((e.end or e.start) >= self.now for e in a.events)
+        }
         self.start: int | None = None  # where unseen subscribers start, in a dry run
         self.waiting: dict[str, list[Delivery]] = {}  # deliveries that wait, by address
         self.composers = ComposeWorkers(composer, (), 0)
@@ -135,6 +143,10 @@ class DigestRun:
         if not self.dry_run:
             state.articles.record(
                 ((a.id, a.fingerprint, a.source) for a in self.published), self.now
+            )
+            state.articles.record_events(
+                ((a.id, a.event_revision, snapshot(a.events)) for a in self.published if a.events),
+                self.now,
             )
         self.top = state.articles.last_seq()
         # every frequency's cursors, not just this one's: the ledger still holds the old
@@ -224,7 +236,7 @@ class DigestRun:
             chunk, self.now, record=not self.dry_run, start=self.start
         )
         self.report.subscribers += len(chunk)
-        claims: list[Claim] = []
+        chosen: dict[str, tuple[Subscriber, list[str]]] = {}
         advance: list[str] = []
         listed: list[Subscriber] = []
         for subscriber in chunk:
@@ -239,9 +251,9 @@ class DigestRun:
             if subscriber.frequency != self.frequency or not status.active:
                 continue
             advance.append(subscriber.key)
-            chosen = select(status.cursor, self.fresh, subscriber)
-            if chosen:
-                claims.append(Claim(subscriber, self.frequency, tuple(a.id for a in chosen)))
+            news = [a.id for a in select(status.cursor, self.fresh, subscriber)]
+            chosen[subscriber.key] = (subscriber, news)
+        claims = self._claims(chosen)
         if self.dry_run:
             for claim in claims:
                 articles = [self.by_id[i] for i in claim.article_ids if i in self.by_id]
@@ -263,6 +275,24 @@ class DigestRun:
         if self.senders is not None:
             self.senders.more.set()
         await asyncio.sleep(0)  # let the senders and the HTTP server in between chunks
+
+    def _claims(self, chosen: dict[str, tuple[Subscriber, list[str]]]) -> list[Claim]:
+        """The digest of each subscriber: their news, and the articles whose sessions changed
+        since they were sent them (updates), with the revision of the sessions of each."""
+        owed = self.state.deliveries.updates(list(chosen), self.sessions) if self.sessions else {}
+        claims: list[Claim] = []
+        for key, (subscriber, ids) in chosen.items():
+            previous = {
+                article_id: revision
+                for article_id, revision in owed.get(key, {}).items()
+                if subscriber.wants(self.by_id[article_id]) and article_id not in ids
+            }
+            wanted = ids + list(previous)
+            if not wanted:
+                continue
+            revisions = {i: self.by_id[i].event_revision for i in wanted if self.by_id[i].events}
+            claims.append(Claim(subscriber, self.frequency, tuple(wanted), revisions, previous))
+        return claims
 
     def _cancel(self, delivery: Delivery, reason: str) -> None:
         self.state.deliveries.cancel(delivery.id, reason, self.now)

@@ -25,6 +25,7 @@ from service.ledger import State
 from service.ledger.deliveries import Delivery
 from service.mail.compose import Composer
 from service.mail.compose_workers import ComposeWorkers
+from service.mail.events import Change, DigestEvents, changes, read_snapshot, sequences, snapshot
 from service.mail.outcomes import Attempt, Outcomes
 from service.mail.transport import Transport
 from service.model import Article
@@ -80,6 +81,8 @@ class Senders:
         # long enough for one message at the worst (a connection and its commands, each up to
         # the timeout); renewed as a batch is sent, so a dead host's claims lapse soon
         self.lease = timedelta(seconds=3 * getattr(transport, "timeout", 30.0) + 10)
+        # article id -> (revision, events as JSON) it went through, read once per run
+        self.history: dict[str, list[tuple[str, str]]] = {}
 
     async def drain(self, planning: Callable[[], bool]) -> None:
         """Send until the run has nothing left to send here (or is halted); ``planning`` says
@@ -130,7 +133,14 @@ class Senders:
                 else:  # this host's copy of the articles may lag: another host sends it
                     give_back.append(delivery.id)
                 continue
-            articles.sort(key=lambda a: (a.date, a.id), reverse=True)
+            events = await self._ledger(functools.partial(self._events, delivery, articles))
+            if events is GONE:
+                return
+            if events is None:  # its sessions moved since; the planning host sends it
+                give_back.append(delivery.id)
+                continue
+            # an update first: the time that changed is what the reader must not miss
+            articles.sort(key=lambda a: (a.id in delivery.previous, a.date, a.id), reverse=True)
             jobs.append(
                 (
                     delivery,
@@ -141,6 +151,7 @@ class Senders:
                         delivery.message_id,
                         self.clock(),
                         delivery.id,  # signs the mailto: unsubscribe fallback
+                        events,
                     ),
                 )
             )
@@ -182,6 +193,38 @@ class Senders:
         await self._ledger(lambda: self.outcomes.record(attempt, outcome))
         if self.on_sent:
             self.on_sent()
+
+    def _events(self, delivery: Delivery, articles: list[Article]) -> DigestEvents | None:
+        """What ``delivery`` says about sessions: the changes of each article sent again, and
+        each session's SEQUENCE. A message whose articles' sessions changed since it was
+        planned is recorded as carrying them as they are now (the planning host does it;
+        another host returns None and leaves the message to it)."""
+        with_events = [a for a in articles if a.events or delivery.revisions.get(a.id)]
+        if not with_events:
+            return DigestEvents({}, {})
+        for article in with_events:
+            if delivery.revisions.get(article.id, "") == article.event_revision:
+                continue
+            if not self.planner:
+                return None
+            self.state.articles.record_events(
+                [(article.id, article.event_revision, snapshot(article.events))], self.clock()
+            )
+            self.history.pop(article.id, None)
+            self.state.deliveries.restamp(delivery.id, article.id, article.event_revision)
+        updates: dict[str, tuple[Change, ...]] = {}
+        sequence: dict[tuple[str, str], int] = {}
+        for article in with_events:
+            history = self.history.get(article.id)
+            if history is None:
+                history = self.history[article.id] = self.state.articles.event_history(article.id)
+            previous = delivery.previous.get(article.id)
+            if previous is not None:
+                before = next((read_snapshot(e) for r, e in history if r == previous), ())
+                updates[article.id] = tuple(changes(before, article.events))
+            for uid, number in sequences(history, article).items():
+                sequence[article.id, uid] = number
+        return DigestEvents(updates, sequence)
 
     async def _cancel(self, delivery: Delivery, reason: str) -> None:
         await self._ledger(lambda: self.state.deliveries.cancel(delivery.id, reason, self.clock()))

@@ -14,6 +14,7 @@ the index another key's, and every page is rendered again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Iterable
@@ -25,11 +26,14 @@ from service import workers
 from service.content import index as saved_index
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, TemplateError
+from service.ical import SequenceOf, stateless_sequence
 from service.model import Article
-from service.publish.feeds import FeedSpec, feed_files
-from service.publish.layout import FEED_FILES, category_prefix
+from service.publish.calendars import EVENTS_FILE, article_calendar, upcoming
+from service.publish.layout import category_prefix
 from service.publish.output import Output
 from service.publish.pages import Pages
+from service.publish.search import SEARCH_SCRIPT
+from service.publish.sections import Section, SectionWriter, SitemapMemory, Writes, flat
 from service.settings import Settings
 from service.templating import Templates
 
@@ -53,7 +57,17 @@ class BuildReport:
 class Builder:
     """Writes the output directory from scans, rendering only what changed since its last build."""
 
-    def __init__(self, settings: Settings, templates_dir: Path, index: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        templates_dir: Path,
+        sequence: SequenceOf = stateless_sequence,
+        index: Path | None = None,
+    ) -> None:
+        """``sequence`` gives each event's SEQUENCE (default: from the article's ``updated:``);
+        a ledger-backed one must be picklable (pages are rendered in worker processes) and
+        never below ``stateless_sequence``, which calendars may already hold. ``index``: the
+        build index file (see the module)."""
         self.settings = settings
         self.index = index
         self._seeded = index is None  # the build index is read by the first build only
@@ -65,6 +79,7 @@ class Builder:
         self.pages = Pages(
             Templates(templates_dir, zone=settings.site.zone, language=settings.site.language),
             settings,
+            sequence,
         )
         # id -> article of every page written (the objects are held, so ids are not reused)
         self._pages: dict[int, Article] = {}
@@ -75,6 +90,7 @@ class Builder:
         # id -> why the page of that article object could not be rendered (tried again when
         # the article or a template changes)
         self._failed: dict[int, ArticleError] = {}
+        self._sitemap = SitemapMemory()
 
     def build(self, scan: Scan, now: datetime) -> BuildReport:
         """Write every file for the articles of ``scan`` published at ``now``.
@@ -94,7 +110,6 @@ class Builder:
     def _build(self, scan: Scan, now: datetime) -> BuildReport:
         self._forget_pages_if_templates_changed()
         settings = self.settings
-        limit = settings.feeds.max_items
         published = scan.published(now)
         written: list[str] = []
         produced: set[str] = set()
@@ -121,8 +136,10 @@ class Builder:
             current.pop(key, None)
         last = self._pages
         for key in last.keys() - current.keys():
-            self._page_paths.discard(last[key].page_path() + "index.html")
-        self._page_paths.update(a.page_path() + "index.html" for a in stale if id(a) in current)
+            self._page_paths.difference_update(_article_files(last[key]))
+        for a in stale:
+            if id(a) in current:
+                self._page_paths.update(_article_files(a))
         produced |= self._page_paths
         written += pages_written
         self._pages = current
@@ -131,46 +148,33 @@ class Builder:
 
         failed = self._failed
         listed = [a for a in published if id(a) not in failed] if failed else published
-        sections = scan.recent_by_category(
-            now, limit, skip=(lambda a: id(a) in failed) if failed else None
-        )
+        skip = (lambda a: id(a) in failed) if failed else None
+        sections = scan.recent_by_category(now, len(listed), skip=skip)  # whole lists
         ordered = [category for category, _ in sections]
-        slices: dict[str, tuple[object, ...]] = {}
-
-        def emit(path: str, data: bytes) -> None:
-            produced.add(path)
-            if self.output.write(path, data):
-                written.append(path)
-
-        def unchanged(prefix: str, key: tuple[object, ...]) -> bool:
-            """True if the files under ``prefix`` were built from these very objects last time."""
-            slices[prefix] = key
-            last = self._slices.get(prefix)
-            if (
-                last is None
-                or len(last) != len(key)
-                or any(a is not b for a, b in zip(last, key, strict=True))
-            ):
-                return False
-            produced.update(prefix + name for name in (*FEED_FILES, "index.html"))
-            return True
-
-        hub = settings.feeds.websub_hub
-        recent = listed[:limit]
-        if not unchanged("", (*recent, *ordered)):
-            site_spec = FeedSpec(settings.site.title, "", recent)
-            for path, data in feed_files(site_spec, settings.site, hub).items():
-                emit(path, data)
-            emit("index.html", self.pages.index(recent, ordered))
-        for category, recent in sections:
-            prefix = category_prefix(category.slug)
-            if unchanged(prefix, (category, *recent)):
-                continue
-            spec = FeedSpec(f"{settings.site.title}: {category.name}", prefix, recent)
-            for path, data in feed_files(spec, settings.site, hub).items():
-                emit(path, data)
-            emit(prefix + "index.html", self.pages.category(category, recent))
-        self._slices = slices
+        writes = Writes(self.output, self._slices, produced, written)
+        writer = SectionWriter(settings, self.pages, writes, self._sitemap)
+        title = settings.site.title
+        with_events = [a for a in listed if a.events]
+        soon = upcoming(with_events, now)
+        site = Section("", title, listed)
+        writer.front(
+            site,
+            lambda recent, older: self.pages.index(recent, ordered, soon, older),
+            (*ordered, *flat(soon)),
+        )
+        writer.calendar(site, with_events, now)
+        for category, items in sections:
+            section = Section(
+                category_prefix(category.slug), f"{title}: {category.name}", items, category
+            )
+            writer.front(section, functools.partial(self.pages.category, category), (category,))
+            own = [a for a in with_events if a.category.slug == category.slug]
+            writer.calendar(section, own, now)
+        writer.sitemap(listed, ordered)
+        script = self.templates_dir / SEARCH_SCRIPT
+        if script.is_file():  # the search box's script, as the operator's templates have it
+            writes.emit("assets/" + SEARCH_SCRIPT, script.read_bytes())
+        self._slices = writes.keys
         removed = self.output.finish(produced)
         problems = tuple(sorted(failed.values(), key=lambda e: e.path))
         return BuildReport(len(listed), tuple(written), tuple(removed), len(produced), problems)
@@ -191,7 +195,7 @@ class Builder:
                 _write_page_batch,
                 articles,
                 initializer=_start_page_worker,
-                initargs=(self.settings, self.templates_dir),
+                initargs=(self.settings, self.templates_dir, self.pages.sequence),
             ):
                 results += batch
         written: list[str] = []
@@ -201,8 +205,8 @@ class Builder:
             if isinstance(outcome, TemplateError):
                 failures[id(article)] = _unrenderable(article, outcome)
                 errors.append(outcome)
-            elif outcome:
-                written.append(outcome)
+            else:
+                written += outcome
         alike = {(e.template, e.reason) for e in errors}
         fault = errors[0] if len(alike) == 1 and not errors[0].limit else None
         return written, failures, fault
@@ -231,7 +235,8 @@ class Builder:
 
     def _seed(self, published: list[Article]) -> None:
         """Take the pages the build index vouches for as written: each one's article must be
-        the same (by digest) and its file as it was left (mtime and size)."""
+        the same (by digest) and its files as they were left (mtime and size). An article with
+        sessions is always rendered again: its calendar's SEQUENCE may come from the ledger."""
         assert self.index is not None
         try:
             key = self._index_key()
@@ -241,6 +246,8 @@ class Builder:
         if not isinstance(saved, dict):
             return
         for article in published:
+            if article.events:
+                continue
             path = article.page_path() + "index.html"
             entry = saved.get(path)
             if entry is None or entry[0] != _digest(article):
@@ -254,6 +261,8 @@ class Builder:
     def _save_index(self, rendered: list[Article]) -> None:
         assert self.index is not None
         for article in rendered:
+            if article.events:
+                continue  # never skipped (see _seed)
             path = article.page_path() + "index.html"
             stamp = self._page_stamp(path)
             if stamp is not None:
@@ -291,21 +300,32 @@ def _digest(article: Article) -> str:
 _worker_pages: tuple[Pages, Output] | None = None
 
 
-def _start_page_worker(settings: Settings, templates_dir: Path) -> None:
+def _start_page_worker(settings: Settings, templates_dir: Path, sequence: SequenceOf) -> None:
     global _worker_pages
     templates = Templates(templates_dir, zone=settings.site.zone, language=settings.site.language)
-    _worker_pages = (Pages(templates, settings), Output(settings.feeds.output_dir))
+    _worker_pages = (Pages(templates, settings, sequence), Output(settings.feeds.output_dir))
 
 
-def _write_page(pages: Pages, output: Output, article: Article) -> str | TemplateError | None:
-    """Render and write one article's page: its path if written, None if unchanged, or the
+def _article_files(article: Article) -> list[str]:
+    """The files written for one article: its page, and its calendar if it has events."""
+    page = article.page_path()
+    return [page + "index.html", page + EVENTS_FILE] if article.events else [page + "index.html"]
+
+
+def _write_page(pages: Pages, output: Output, article: Article) -> list[str] | TemplateError:
+    """Render and write one article's page (and its events.ics): the paths written, or the
     error that keeps it unpublished."""
     path = article.page_path() + "index.html"
     try:
         data = pages.article(article)
     except TemplateError as exc:
         return exc
-    return path if output.write(path, data) else None
+    written = [path] if output.write(path, data) else []
+    if article.events:
+        ics = article.page_path() + EVENTS_FILE
+        if output.write(ics, article_calendar(article, pages.site, pages.sequence)):
+            written.append(ics)
+    return written
 
 
 def _unrenderable(article: Article, exc: TemplateError) -> ArticleError:
@@ -326,7 +346,7 @@ def page_problems(pages: Pages, articles: Iterable[Article]) -> list[ArticleErro
     return problems
 
 
-def _write_page_batch(articles: list[Article]) -> list[str | TemplateError | None]:
+def _write_page_batch(articles: list[Article]) -> list[list[str] | TemplateError]:
     """In a worker process: render and write these article pages."""
     assert _worker_pages is not None, "worker not initialised"
     pages, output = _worker_pages

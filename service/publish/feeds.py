@@ -3,6 +3,10 @@
 Deterministic: the feed-level date comes from the newest entry, never the clock, so an
 unchanged feed has the same bytes (and ETag) on every build. Each entry has one guid (a UUID
 derived from the article's id) in all three formats, kept when the article is edited.
+
+RFC 5005 (archived feeds): a feed whose older entries are in archive documents links the
+newest one as ``prev-archive``; an archive document (``archive=N``) is marked ``fh:archive``,
+links the subscription feed as ``current`` and the archive before it as ``prev-archive``.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ from datetime import UTC, datetime
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
+from service.ical import SequenceOf, stateless_sequence
 from service.model import Article
+from service.publish.archive import archive_feed_path
+from service.publish.calendars import feed_events
 from service.settings import SiteSettings
 
 __all__ = ["FeedSpec", "feed_files"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ATOM_NS = "http://www.w3.org/2005/Atom"
+_HISTORY_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +40,21 @@ class FeedSpec:
     title: str
     prefix: str  # "" for the site feed, "categories/<slug>/" for a category
     articles: Sequence[Article]  # newest first, already cut to max_items
+    prev_archive: int | None = None  # the number of the newest archive document before this
+    archive: int | None = None  # this is archive document N, not the subscription feed
+    sequence: SequenceOf = stateless_sequence  # of the events in the JSON Feed extension
 
 
 def feed_files(spec: FeedSpec, site: SiteSettings, hub: str | None = None) -> dict[str, bytes]:
-    """The three feed files of ``spec``, keyed by path under the output directory."""
+    """The feed files of ``spec``, keyed by path under the output directory: RSS, Atom and
+    JSON Feed, or for an archive document its RSS and Atom archives."""
+    if spec.archive is not None:
+        rss = archive_feed_path(spec.prefix, "rss", spec.archive)
+        atom = archive_feed_path(spec.prefix, "atom", spec.archive)
+        return {
+            rss: _rss(spec, site, None, rss.removeprefix(spec.prefix)),
+            atom: _atom(spec, site, None, atom.removeprefix(spec.prefix)),
+        }
     return {
         spec.prefix + "rss.xml": _rss(spec, site, hub),
         spec.prefix + "atom.xml": _atom(spec, site, hub),
@@ -65,8 +84,8 @@ def _generator(spec: FeedSpec, site: SiteSettings, self_name: str) -> FeedGenera
     return fg
 
 
-def _rss(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
-    fg = _generator(spec, site, "rss.xml")
+def _rss(spec: FeedSpec, site: SiteSettings, hub: str | None, name: str = "rss.xml") -> bytes:
+    fg = _generator(spec, site, name)
     fg.load_extension("dc")  # names go in dc:creator: RSS <author> must be an email address
     for article in spec.articles:
         fe = fg.add_entry(order="append")
@@ -78,23 +97,46 @@ def _rss(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
         if article.author:
             fe.dc.dc_creator(article.author)
     data: bytes = fg.rss_str(pretty=True)
+    links = _history_links(spec, site, "rss")
     if hub:
-        data = _rss_with_hub(data, hub)
+        links.insert(0, ("hub", hub))
+    if links or spec.archive is not None:
+        data = _with_links(data, links, spec.archive is not None, rss=True)
     return data
 
 
-def _rss_with_hub(data: bytes, hub: str) -> bytes:
-    """feedgen writes only rel=self into RSS; WebSub also needs an atom:link rel=hub."""
+def _history_links(spec: FeedSpec, site: SiteSettings, kind: str) -> list[tuple[str, str]]:
+    """RFC 5005 links of ``spec``: current (for an archive) and prev-archive."""
+    home = f"{site.base_url}/{spec.prefix}"
+    links = []
+    if spec.archive is not None:
+        links.append(("current", f"{home}{kind}.xml"))
+    previous = spec.archive - 1 if spec.archive is not None else spec.prev_archive
+    if previous:
+        links.append(
+            ("prev-archive", site.base_url + "/" + archive_feed_path(spec.prefix, kind, previous))
+        )
+    return links
+
+
+def _with_links(data: bytes, links: list[tuple[str, str]], archive: bool, rss: bool) -> bytes:
+    """Add atom:link elements (feedgen writes only rel=self into RSS) and ``fh:archive``."""
     root = etree.fromstring(data)
-    channel = root.find("channel")
-    assert channel is not None
-    link = etree.Element(f"{{{_ATOM_NS}}}link", href=hub, rel="hub")
-    channel.insert(3, link)
+    parent = root.find("channel") if rss else root
+    assert parent is not None
+    at = 3 if rss else len(parent.findall(f"{{{_ATOM_NS}}}link")) + 3
+    extra = [etree.Element(f"{{{_ATOM_NS}}}link", href=href, rel=rel) for rel, href in links]
+    if archive:
+        extra.append(etree.Element(f"{{{_HISTORY_NS}}}archive", nsmap={"fh": _HISTORY_NS}))
+    tail = parent[at - 1].tail if len(parent) >= at else None  # keep the pretty layout
+    for offset, element in enumerate(extra):
+        element.tail = tail
+        parent.insert(at + offset, element)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
-def _atom(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
-    fg = _generator(spec, site, "atom.xml")
+def _atom(spec: FeedSpec, site: SiteSettings, hub: str | None, name: str = "atom.xml") -> bytes:
+    fg = _generator(spec, site, name)
     if hub:
         fg.link(href=hub, rel="hub")
     for article in spec.articles:
@@ -106,6 +148,9 @@ def _atom(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
         if article.author:
             fe.author({"name": article.author})
     data: bytes = fg.atom_str(pretty=True)
+    links = _history_links(spec, site, "atom")
+    if links or spec.archive is not None:
+        data = _with_links(data, links, spec.archive is not None, rss=False)
     return data
 
 
@@ -169,6 +214,8 @@ def _json(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
         }
         if article.author:
             item["authors"] = [{"name": article.author}]
+        if article.events:  # a JSON Feed extension: keys that start with "_"
+            item["_bantin"] = {"events": feed_events(article, site, spec.sequence)}
         items.append(item)
     feed["items"] = items
     return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")

@@ -41,6 +41,19 @@ class Output:
             return set()
         return {line for line in text.splitlines() if _inside(line)}
 
+    def read(self, relative: str) -> bytes | None:
+        """The bytes of ``relative`` as it is now, or None if there is no such file."""
+        try:
+            with open(os.path.join(self.root, relative), "rb") as file:
+                return file.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def disown(self, relative: str) -> None:
+        """Stop treating ``relative`` as bantin's: the operator replaced it with their own,
+        which no build may overwrite or remove."""
+        self._previous.discard(relative)
+
     def write(self, relative: str, data: bytes) -> bool:
         """Write ``data`` at ``relative`` unless the file already holds it; True if written."""
         path = os.path.join(self.root, relative)

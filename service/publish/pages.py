@@ -1,18 +1,22 @@
-"""Articles to HTML pages: the index, one page per article, one page per category."""
+"""Articles to HTML pages: the index, one page per article, one per category, the archive."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.model import Article, Category
+from service.ical import SequenceOf, stateless_sequence
+from service.model import Article, Category, Event
+from service.publish.archive import archive_page_path
+from service.publish.calendars import CALENDAR_FILE, EVENTS_FILE, event_links, json_ld, webcal
 from service.publish.layout import category_prefix
+from service.publish.search import search_alternates
 from service.settings import Settings
 from service.templating import Templates
 
-__all__ = ["PAGE_TEMPLATES", "FeedLink", "Pages"]
+__all__ = ["PAGE_TEMPLATES", "CalendarLink", "FeedLink", "Pages"]
 
-PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2"]
+PAGE_TEMPLATES = ["index.html.j2", "article.html.j2", "category.html.j2", "archive.html.j2"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +28,23 @@ class FeedLink:
     type: str
 
 
+@dataclass(frozen=True, slots=True)
+class CalendarLink:
+    """A calendar file a page offers: to download (``url``) or subscribe to (``webcal``)."""
+
+    url: str
+    webcal: str
+
+
 class Pages:
     """Renders pages with the operators' templates; every link is absolute under base_url."""
 
-    def __init__(self, templates: Templates, settings: Settings) -> None:
+    def __init__(
+        self, templates: Templates, settings: Settings, sequence: SequenceOf = stateless_sequence
+    ) -> None:
         self.templates = templates
         self.site = settings.site
+        self.sequence = sequence  # the SEQUENCE of every event this build publishes
 
     def feed_links(self, prefix: str, title: str) -> list[FeedLink]:
         """The RSS, Atom and JSON Feed links of the feeds under ``prefix``, titled ``title``."""
@@ -40,32 +55,91 @@ class Pages:
             FeedLink(f"{title} (JSON Feed)", f"{base}feed.json", "application/feed+json"),
         ]
 
-    def index(self, recent: Sequence[Article], categories: Sequence[Category]) -> bytes:
-        """The home page: recent articles and categories; TemplateError if it cannot be rendered."""
+    def calendar_link(self, path: str) -> CalendarLink:
+        """The links of the calendar file at ``path`` under the output directory."""
+        url = f"{self.site.base_url}/{path}"
+        return CalendarLink(url, webcal(url))
+
+    def index(
+        self,
+        recent: Sequence[Article],
+        categories: Sequence[Category],
+        upcoming: Sequence[tuple[Article, Event]] = (),
+        older: int | None = None,
+    ) -> bytes:
+        """The home page: recent articles, upcoming events, categories, and a link to archive
+        page ``older`` (the newest); TemplateError if it cannot be rendered."""
         return self._render(
             "index.html.j2",
             articles=recent,
             categories=categories,
+            upcoming=upcoming,
+            older=self._page_url("", older),
+            calendar=self.calendar_link(CALENDAR_FILE),
             feeds=self.feed_links("", self.site.title),
         )
 
-    def category(self, category: Category, recent: Sequence[Article]) -> bytes:
-        """A category's page with its recent articles; TemplateError if it cannot be rendered."""
+    def category(
+        self, category: Category, recent: Sequence[Article], older: int | None = None
+    ) -> bytes:
+        """A category's page with its recent articles and a link to its newest archive page
+        ``older``; TemplateError if it cannot be rendered."""
         prefix = category_prefix(category.slug)
         return self._render(
             "category.html.j2",
             category=category,
             articles=recent,
+            older=self._page_url(prefix, older),
+            calendar=self.calendar_link(prefix + CALENDAR_FILE),
             feeds=self.feed_links(prefix, f"{self.site.title}: {category.name}"),
         )
 
     def article(self, article: Article) -> bytes:
-        """An article's own page; TemplateError if it cannot be rendered."""
+        """An article's own page, with its events; TemplateError if it cannot be rendered."""
+        prefix = category_prefix(article.category.slug)
         return self._render(
             "article.html.j2",
             article=article,
-            feeds=self.feed_links(category_prefix(article.category.slug), article.category.name),
+            events=event_links(article, self.site),
+            events_file=self.calendar_link(article.page_path() + EVENTS_FILE),
+            json_ld=json_ld(article, self.site),
+            search_alternates=search_alternates(article.title, article.content_html),
+            calendar=self.calendar_link(prefix + CALENDAR_FILE),
+            feeds=self.feed_links(prefix, article.category.name),
         )
+
+    def archive(
+        self,
+        title: str,
+        prefix: str,
+        number: int,
+        articles: Sequence[Article],
+        full: bool,
+        heading: str = "Các tin đã đăng",
+    ) -> bytes:
+        """Archive page ``number`` (1 = oldest) of the section under ``prefix``, headed
+        ``heading``; ``title`` names its feeds.
+
+        Its links depend only on its number and fullness, never on how many pages there are:
+        a full page links the next page up, which always exists (it may be empty), so it is
+        never rewritten when newer articles arrive.
+        """
+        front = f"{self.site.base_url}/{prefix}"
+        return self._render(
+            "archive.html.j2",
+            title=heading,
+            number=number,
+            articles=articles,
+            front=front,
+            newer=self._page_url(prefix, number + 1) if full else front,
+            older=self._page_url(prefix, number - 1 if number > 1 else None),
+            feeds=self.feed_links(prefix, title),
+        )
+
+    def _page_url(self, prefix: str, number: int | None) -> str | None:
+        if number is None:
+            return None
+        return f"{self.site.base_url}/{archive_page_path(prefix, number)}"
 
     def _render(self, name: str, **context: object) -> bytes:
         return self.templates.render(

@@ -45,7 +45,7 @@ class Components:
                 *state.articles.identities(),
                 index=settings.state.scan_index,
             ),
-            builder=Builder(settings, site.templates_dir, settings.state.build_index),
+            builder=Builder(settings, site.templates_dir, index=settings.state.build_index),
             composer=Composer(settings, key, dkim),
             templates=Templates(site.templates_dir, zone=site.zone, language=site.language),
         )

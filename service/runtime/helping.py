@@ -72,7 +72,8 @@ class Helper:
                 del self.helping[token]
 
     async def settled(self) -> None:
-        """Wait for the help in progress to end (shutting down: the senders see the stop)."""
+        """Wait for the help in progress to end (shutting down or leading: the senders see it
+        and give back what they have not begun)."""
         if self.helping:
             await asyncio.gather(*self.helping.values(), return_exceptions=True)
 
@@ -97,7 +98,9 @@ class Helper:
             composers,
             clock=clock.now,
             planner=False,
-            halted=lambda: self.stopping.is_set() or report.stopped is not None,
+            # a host that comes to lead stops helping at once: its own run's planning gives
+            # back every claim this host holds, and a batch sent on here would go out twice
+            halted=lambda: self.stopping.is_set() or report.stopped is not None or self.leading(),
         )
         log.info("%s helps send the %s digest run %s", self.host, frequency, run.run[:8])
         try:

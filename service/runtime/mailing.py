@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from service.errors import BantinError
@@ -42,6 +42,7 @@ class Mailer:
         subscribers: Path,
         stopping: asyncio.Event,
         host: str | None = None,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.state = state
         self.health = health
@@ -50,6 +51,7 @@ class Mailer:
         self.subscribers = subscribers  # the last good copy (see reload.py)
         self.stopping = stopping
         self.host = host
+        self.before = before  # awaited before a run is planned (this host's help must end)
         self.sending = asyncio.Lock()  # one run at a time: runs share the pending deliveries
         self.current_run: DigestRun | None = None
         self.last_start = time.monotonic()  # when a run last started
@@ -91,6 +93,8 @@ class Mailer:
             # asked again: a stop may have come while this run waited for the previous one
             if self.stopping.is_set() or not self.subscribers.exists():
                 return
+            if self.before is not None:
+                await self.before()
             parts = self.current()
             started = time.monotonic()
             self.health.begin(f"digest:{frequency}")

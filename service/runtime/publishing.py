@@ -19,6 +19,7 @@ from service.errors import ArticleError, BantinError
 from service.ledger import State
 from service.metrics import Metrics
 from service.model import Article
+from service.publish.search import SearchIndexer
 from service.publish.websub import ping_hub
 from service.runtime.components import Components
 from service.runtime.health import Health
@@ -64,6 +65,7 @@ class Publisher:
         self._next_due: datetime | None = None
         self._problems: set[str] = set()  # scan problems already logged
         self._page_problems: set[str] = set()  # pages that could not be rendered, logged
+        self.search = SearchIndexer()
 
     def published(self) -> dict[str, Article]:
         """What the last scan found published now, by id (what this host can compose)."""
@@ -145,6 +147,8 @@ class Publisher:
         self.health.record("build", True, detail, seconds)
         if report.written or report.removed:
             log.info("build: %s (%.2f s)", detail, seconds)
+        # the search index is rebuilt off the build's path, once builds have been quiet
+        self.search.built(parts.settings.feeds.output_dir, bool(report.written or report.removed))
         hub = parts.settings.feeds.websub_hub
         if report.feeds_written and hub:
             await ping_hub(hub, parts.settings.site.base_url, report.feeds_written)

@@ -105,6 +105,8 @@ class Service:
             subscribers=self.reloader.snapshot,
             stopping=self.stopping,
             host=self.host,
+            # a run planned here gives back this host's claims: its help must be over first
+            before=lambda: self.helper.settled(),
         )
         self.helper = Helper(
             self.state,
@@ -119,6 +121,7 @@ class Service:
             self.state, self.health, current=lambda: self.parts, key=self.secret_key
         )
         self._immediate_top: int | None = None  # the newest article immediate mail has seen
+        self._immediate_sessions: dict[str, str] | None = None  # and the sessions it has seen
         self._http: HttpServer | None = None
         self._hup: asyncio.Task[None] | None = None  # a reload asked for by SIGHUP
 
@@ -203,8 +206,10 @@ class Service:
         # Not "did this scan record new articles": a daily or weekly run may have recorded them
         # first, and the immediate subscribers must get them all the same.
         top = self.state.articles.last_seq()
-        if top != self._immediate_top or pending:
-            self._immediate_top = top
+        # a session moved, relocated or cancelled is news too, to those who got the old one
+        sessions = {a.id: a.event_revision for a in found.articles if a.events}
+        if top != self._immediate_top or sessions != self._immediate_sessions or pending:
+            self._immediate_top, self._immediate_sessions = top, sessions
             self.mailer.immediately(found.articles)
         return found.scan
 

@@ -44,6 +44,7 @@ _TYPES = {
     ".js": "text/javascript",
     ".txt": "text/plain",
     ".svg": "image/svg+xml",
+    ".ics": "text/calendar",  # with "; charset=utf-8", as every text type
 }
 _TEXT_TYPES = ("text/", "application/xml", "application/json", "image/svg+xml")
 _TEXT_TYPES_EXTRA = ("+xml", "+json", "javascript")

@@ -163,3 +163,20 @@ def test_check_renders_each_page_and_build_skips_the_one_that_cannot_be(
         e.title for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries
     ]
     assert titles == ["Một"]
+
+
+def test_check_names_the_schedule_row_that_cannot_be_read(project: Path, write: Write) -> None:
+    write("../config/subscribers.toml", "")
+    write(
+        "lich.md",
+        "---\ntitle: Lịch tiếp công dân\ndate: 2020-01-01\n---\n"
+        "| Thời gian | Địa điểm |\n|---|---|\n| 07h30, thứ Ba 15/12/2026 | Trụ sở |\n"
+        "| 14h00 ngày 17/12 | Trụ sở |\n",
+    )
+    done = bantin(project, "check")
+    assert done.returncode == 1
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("content/")]
+    assert line.startswith("content/lich.md: schedule table row 2 (14h00 ngày 17/12 | Trụ sở)")
+    assert "no event is published" in line
+    built = bantin(project, "build")  # the article itself is published all the same
+    assert built.returncode == 0 and "1 articles published" in built.stdout

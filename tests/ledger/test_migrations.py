@@ -17,11 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from pgkit import PostgresServer
 from sqlalchemy import create_engine, inspect
 
 from service.errors import StateError
 from service.ledger import State, migrations
+from service.ledger.schema import metadata
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bantin-0.1.db"
 OLD_KEY = b"qdIQyoy4duz09bQNt7AdMvELsTtHAU7_l7MFQFfVkBg"
@@ -170,3 +173,60 @@ def test_a_newer_or_damaged_database_is_refused_with_one_line(tmp_path: Path) ->
     with pytest.raises(StateError) as caught:
         State(f"sqlite:///{path}")
     assert "\n" not in str(caught.value) and "cannot be opened" in str(caught.value)
+
+
+def shape(url: str) -> dict[str, object]:
+    """What the database at ``url`` holds as schema: the differences from schema.py that
+    Alembic finds, and each table's primary key and indexes (Alembic does not compare those)."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            inspector = inspect(conn)
+            return {
+                "differences": [str(d) for d in compare_metadata(context, metadata)],
+                "keys": {
+                    t: inspector.get_pk_constraint(t)["constrained_columns"]
+                    for t in sorted(metadata.tables)
+                },
+                "indexes": {
+                    t: sorted(
+                        tuple(i["column_names"])
+                        for i in inspector.get_indexes(t)
+                        if not i.get("duplicates_constraint")  # PostgreSQL's UNIQUE
+                    )
+                    for t in sorted(metadata.tables)
+                },
+            }
+    finally:
+        engine.dispose()
+
+
+def expected_shape() -> dict[str, object]:
+    return {
+        "differences": [],
+        "keys": {t: [c.name for c in metadata.tables[t].primary_key] for t in metadata.tables},
+        "indexes": {
+            t: sorted(tuple(c.name for c in i.columns) for i in metadata.tables[t].indexes)
+            for t in metadata.tables
+        },
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_new_and_upgraded_databases_have_exactly_the_schema_of_schema_py(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        shutil.copy(FIXTURE, tmp_path / "old.db")
+        new, upgraded = f"sqlite:///{tmp_path / 'new.db'}", f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        new, upgraded = server.new_database(), server.new_database()
+        engine = create_engine(upgraded.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:
+            migrations.upgrade(conn, "0001")
+        engine.dispose()
+    for url in (new, upgraded):
+        State(url, create=True).close()
+        assert shape(url) == expected_shape(), url

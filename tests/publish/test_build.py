@@ -12,7 +12,7 @@ import pytest
 
 from service.content.source import Source
 from service.errors import TemplateError
-from service.publish import build as build_module
+from service.publish import sections as build_module  # where feeds are rendered
 from service.publish.build import Builder
 from service.publish.feeds import FeedSpec
 from service.settings import Settings

@@ -38,7 +38,7 @@ def files(root: Path) -> dict[str, bytes]:
 def start(settings: Settings) -> tuple[int, int, dict[str, bytes]]:
     """A restart: (files parsed, pages rendered, the output)."""
     source = Source(settings.source.dir, settings.site.zone, index=settings.state.scan_index)
-    builder = Builder(settings, settings.site.templates_dir, settings.state.build_index)
+    builder = Builder(settings, settings.site.templates_dir, index=settings.state.build_index)
     builder.build(source.scan(), NOW)
     return source.parsed, builder.rendered, files(Path(settings.feeds.output_dir))
 

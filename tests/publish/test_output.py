@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import feedparser
+import icalendar
 import pytest
 from lxml import etree, html
 
@@ -59,17 +60,19 @@ def test_first_build_writes_every_file(settings: Settings, write: Write, public:
     report = build(settings)
     assert report.published == 2
     expected = {
-        "rss.xml", "atom.xml", "feed.json", "index.html",
+        "rss.xml", "atom.xml", "feed.json", "index.html", "calendar.ics",
+        "sitemap.xml", "robots.txt", "assets/search.js",
         "articles/a/index.html", "articles/b/index.html",
         "categories/lich-tiep-cong-dan/index.html", "categories/thong-bao/index.html",
         *(f"categories/{c}/{f}" for c in ("lich-tiep-cong-dan", "thong-bao")
-          for f in ("rss.xml", "atom.xml", "feed.json")),
+          for f in ("rss.xml", "atom.xml", "feed.json", "calendar.ics")),
     }  # fmt: skip
     assert set(report.written) == expected
     assert report.files == len(expected)
     on_disk = {str(p.relative_to(public)) for p in public.rglob("*") if p.is_file()}
     assert on_disk == expected | {MANIFEST}
-    assert set(report.feeds_written) == {p for p in expected if not p.endswith(".html")}
+    feeds = {p for p in expected if p.endswith(("rss.xml", "atom.xml", "feed.json"))}
+    assert set(report.feeds_written) == feeds
 
 
 def test_building_twice_rewrites_nothing(settings: Settings, write: Write, public: Path) -> None:
@@ -123,6 +126,7 @@ def test_removed_articles_lose_their_files_but_operator_files_survive(
         "categories/lich-tiep-cong-dan/rss.xml",
         "categories/lich-tiep-cong-dan/atom.xml",
         "categories/lich-tiep-cong-dan/feed.json",
+        "categories/lich-tiep-cong-dan/calendar.ics",
     }
     assert not (public / "articles/a/index.html").exists()
     assert (public / "robots.txt").read_text() == "User-agent: *\n"
@@ -204,9 +208,16 @@ def _links(document: bytes, kind: str) -> list[str]:
         root = etree.fromstring(document)
         found = [e.get("href") for e in root.iter("{http://www.w3.org/2005/Atom}link")]
         found += [e.text for e in root.iter("link")]
+        found += [e.text for e in root.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
         for text in root.itertext():
             found += _href(text)
         return [f for f in found if f]
+    if kind == "txt":  # robots.txt
+        return [line.split(":", 1)[1].strip() for line in document.decode().splitlines()
+                if line.startswith("Sitemap:")]  # fmt: skip
+    if kind == "ics":
+        calendar = icalendar.Calendar.from_ical(document)
+        return [str(c["URL"]) for c in calendar.walk() if "URL" in c]
     return _href(document.decode())
 
 
@@ -227,8 +238,13 @@ def test_every_link_under_base_url_resolves(settings: Settings, write: Write, pu
     for path in public.rglob("*"):
         if not path.is_file() or path.name == MANIFEST:
             continue
-        kind = {".xml": "xml", ".json": "json", ".html": "html"}[path.suffix]
+        kinds = {".xml": "xml", ".json": "json", ".html": "html", ".ics": "ics", ".txt": "txt"}
+        if path.suffix == ".js":  # the search box's script: it makes no links of its own
+            continue
+        kind = kinds[path.suffix]
         for url in _links(path.read_bytes(), kind):
+            if url.startswith("webcal://"):  # a subscription: the same file over https
+                url = "https://" + url.removeprefix("webcal://")
             if not url.startswith(BASE):
                 assert urlsplit(url).scheme in ("http", "https", "mailto", "tel"), url
                 continue
@@ -263,7 +279,9 @@ def test_pages_escape_plain_text_and_keep_only_safe_markup(
     for page in pages:
         text = page.read_text(encoding="utf-8")
         tree = html.fromstring(text)
-        assert tree.xpath("//script") == []
+        # the one script is the search box's, from our own site, with nothing inline
+        [script] = tree.xpath("//script")
+        assert script.get("src") == f"{BASE}/assets/search.js" and not script.text
         assert tree.xpath("//b | //i") == []  # title and category are text, not markup
         for element in tree.iter():
             for name, value in element.attrib.items():

@@ -31,6 +31,11 @@ from service.serve.static import _Entry, _FileCache, accepts_gzip, etag_matches
             "articles/lich-tiep-dan/index.html",
         ),
         ("/categories/thong-bao/rss.xml", "application/rss+xml; charset=utf-8", None),
+        (
+            "/articles/lich-tiep-dan/events.ics",
+            "text/calendar; charset=utf-8",
+            "articles/lich-tiep-dan/events.ics",
+        ),
     ],
 )
 def test_files_are_served_with_their_content_type(

@@ -1,0 +1,212 @@
+"""A build's lists: each section's feeds, first page, archive and calendar, and the sitemap.
+
+A section is the site or one category. Every group of files is keyed by the very objects it
+was made from; when a build finds the same objects (the source hands back the same Article for
+an unchanged file) the group is neither rendered nor written. That is what keeps a one-file
+rebuild of 100,000 articles cheap: of 2,000 archive pages, only the one holding the edited
+article is rendered again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from service.model import Article, Category, Event
+from service.publish.archive import Chunk, archive_feed_path, archive_page_path, chunks
+from service.publish.calendars import CALENDAR_FILE, calendar_window, section_calendar
+from service.publish.feeds import FeedSpec, feed_files
+from service.publish.layout import FEED_FILES
+from service.publish.output import Output
+from service.publish.pages import Pages
+from service.publish.sitemap import (
+    ARTICLES_PER_FILE,
+    MAX_URLS,
+    ROBOTS,
+    ROBOTS_MARK,
+    SITEMAP,
+    article_chunks,
+    article_url,
+    robots,
+    sitemap_index,
+    urlset,
+)
+from service.settings import Settings
+
+__all__ = ["Section", "SectionWriter", "SitemapMemory", "Writes"]
+
+Key = tuple[object, ...]
+
+
+@dataclass
+class Writes:
+    """One build's files: those produced (kept), those written (changed), and the objects each
+    group of files was made from, compared with the last build's."""
+
+    output: Output
+    last: dict[str, Key]
+    produced: set[str] = field(default_factory=set)
+    written: list[str] = field(default_factory=list)
+    keys: dict[str, Key] = field(default_factory=dict)
+
+    def emit(self, path: str, data: bytes) -> None:
+        """Produce ``path`` with ``data``; written only if its bytes changed."""
+        self.produced.add(path)
+        if self.output.write(path, data):
+            self.written.append(path)
+
+    def unchanged(self, name: str, key: Key, files: Iterable[str]) -> bool:
+        """True if group ``name`` was made from these very objects last time: then ``files``
+        count as produced, and nothing is rendered."""
+        self.keys[name] = key
+        last = self.last.get(name)
+        # tuple equality runs in C and takes the same object as equal without asking it: for
+        # 100,000 unchanged articles this is a pointer comparison each
+        if last is None or not last == key:  # noqa: SIM201 (tuple ==, not a negated !=)
+            return False
+        self.produced.update(files)
+        return True
+
+
+@dataclass
+class SitemapMemory:
+    """What the builder keeps of the sitemap between builds, so that a one-file edit makes one
+    line and not 100,000: each article's line, and each sitemap file's newest lastmod."""
+
+    lines: dict[int, tuple[Article, str]] = field(default_factory=dict)
+    lastmods: dict[str, datetime | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """The site (prefix "") or a category: its title and its published articles, newest first."""
+
+    prefix: str
+    title: str
+    listed: Sequence[Article]
+    category: Category | None = None
+
+
+def flat(pairs: Iterable[tuple[Article, Event]]) -> Iterable[object]:
+    """(article, event) pairs as one sequence of objects, for keys."""
+    for article, event in pairs:
+        yield article
+        yield event
+
+
+class SectionWriter:
+    """Writes sections through one build's ``Writes``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pages: Pages,
+        writes: Writes,
+        memory: SitemapMemory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pages = pages
+        self.writes = writes
+        self.memory = memory or SitemapMemory()
+
+    def _sitemap_line(self, article: Article) -> str:
+        lines = self.memory.lines
+        known = lines.get(id(article))
+        if known is None or known[0] is not article:
+            known = lines[id(article)] = (
+                article,
+                article_url(self.settings.site.base_url, article),
+            )
+        return known[1]
+
+    def front(
+        self, section: Section, render: Callable[[Sequence[Article], int | None], bytes], extra: Key
+    ) -> None:
+        """The section's feeds and first page (``render(recent, older)``), its archive pages
+        and archive feeds. ``extra`` are other objects the first page shows."""
+        limit = self.settings.feeds.max_items
+        found = chunks(section.listed, limit)
+        top = found[-1].number if found else None
+        recent = section.listed[:limit]
+        names = [section.prefix + name for name in (*FEED_FILES, "index.html")]
+        if not self.writes.unchanged(section.prefix, (*recent, *extra, top), names):
+            site = self.settings.site
+            spec = FeedSpec(
+                section.title,
+                section.prefix,
+                recent,
+                prev_archive=top,
+                sequence=self.pages.sequence,
+            )
+            for path, data in feed_files(spec, site, self.settings.feeds.websub_hub).items():
+                self.writes.emit(path, data)
+            self.writes.emit(section.prefix + "index.html", render(recent, top))
+        for chunk in found:
+            self._chunk(section, chunk)
+        if found and found[-1].full:  # the page a full page's "newer" link leads to
+            self._chunk(section, Chunk(found[-1].number + 1, (), False), feeds=False)
+
+    def _chunk(self, section: Section, chunk: Chunk, feeds: bool = True) -> None:
+        prefix, number = section.prefix, chunk.number
+        page = archive_page_path(prefix, number) + "index.html"
+        files = [page]
+        if feeds:
+            files += [archive_feed_path(prefix, kind, number) for kind in ("rss", "atom")]
+        name = f"{prefix}page/{number}"
+        if self.writes.unchanged(name, (*chunk.articles, chunk.full), files):
+            return
+        articles = chunk.articles
+        heading = section.category.name if section.category else "Các tin đã đăng"
+        self.writes.emit(
+            page,
+            self.pages.archive(section.title, prefix, number, articles, chunk.full, heading),
+        )
+        if feeds:
+            spec = FeedSpec(section.title, prefix, articles, archive=number)
+            for path, data in feed_files(spec, self.settings.site).items():
+                self.writes.emit(path, data)
+
+    def calendar(self, section: Section, with_events: Sequence[Article], now: datetime) -> None:
+        """The section's ``calendar.ics``: the events of ``with_events`` in the window."""
+        window = calendar_window(with_events, now)
+        path = section.prefix + CALENDAR_FILE
+        if not self.writes.unchanged(path, (section.title, *flat(window)), [path]):
+            site = self.settings.site
+            data = section_calendar(
+                section.title, section.prefix, window, site, self.pages.sequence
+            )
+            self.writes.emit(path, data)
+
+    def sitemap(self, listed: Sequence[Article], categories: Sequence[Category]) -> None:
+        """``sitemap.xml`` (an index of several beyond ``MAX_URLS``), and ``robots.txt`` unless
+        the operator put their own there."""
+        base = self.settings.site.base_url
+        oldest_first = listed[::-1]
+        if len(oldest_first) + len(categories) + 1 <= MAX_URLS:
+            if not self.writes.unchanged(SITEMAP, (*oldest_first, *categories), [SITEMAP]):
+                data = urlset(base, oldest_first, categories, True, self._sitemap_line)
+                self.writes.emit(SITEMAP, data)
+        else:
+            files: list[tuple[str, datetime | None]] = [("sitemaps/pages.xml", None)]
+            if not self.writes.unchanged(files[0][0], tuple(categories), [files[0][0]]):
+                self.writes.emit(files[0][0], urlset(base, (), categories, home=True))
+            lastmods = self.memory.lastmods
+            per_file = min(ARTICLES_PER_FILE, MAX_URLS)
+            for number, chunk in enumerate(article_chunks(oldest_first, per_file), start=1):
+                path = f"sitemaps/articles-{number}.xml"
+                if not self.writes.unchanged(path, tuple(chunk), [path]) or path not in lastmods:
+                    lastmods[path] = max(a.modified for a in chunk)
+                    self.writes.emit(path, urlset(base, chunk, lines=self._sitemap_line))
+                files.append((path, lastmods[path]))
+            self.writes.emit(SITEMAP, sitemap_index(base, files))
+        lines = self.memory.lines
+        if len(lines) > 2 * len(listed) + 1000:  # forget the lines of articles gone
+            live = {id(a) for a in listed}
+            for key in [k for k in lines if k not in live]:
+                del lines[key]
+        current = self.writes.output.read(ROBOTS)
+        if current is None or current.startswith(ROBOTS_MARK):
+            self.writes.emit(ROBOTS, robots(base))
+        else:
+            self.writes.output.disown(ROBOTS)
