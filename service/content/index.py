@@ -21,16 +21,21 @@ import logging
 import os
 import pickle
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import service
 
-__all__ = ["code_version", "load", "save"]
+__all__ = ["SAVE_EVERY", "Throttle", "code_version", "load", "save"]
 
 log = logging.getLogger("bantin.index")
 
+# seconds between two saves of a changed index: a save writes the whole index (tens of MB at
+# 100,000 articles), which must not follow every edit of a running service; an index a little
+# behind costs only the re-parsing of what changed since, after a restart
+SAVE_EVERY = 300.0
 _MAGIC = b"bantin-index 1\n"
 _DIGEST = 32
 # what an index may hold: (module, name) of every class its pickle names
@@ -82,6 +87,24 @@ def code_version() -> str:
             digest.update(path.read_bytes())
         _code = digest.hexdigest()
     return _code
+
+
+class Throttle:
+    """When an index with changes in it is due to be saved: at once the first time, then at most
+    once every SAVE_EVERY seconds (changes in between are saved with the next due save)."""
+
+    def __init__(self) -> None:
+        self._saved_at: float | None = None
+        self._dirty = False
+
+    def due(self, changed: bool) -> bool:
+        """Note whether the work changed; True if it should be saved now."""
+        self._dirty = self._dirty or changed
+        now = time.monotonic()
+        if not self._dirty or (self._saved_at is not None and now - self._saved_at < SAVE_EVERY):
+            return False
+        self._saved_at, self._dirty = now, False
+        return True
 
 
 def save(path: Path, key: object, payload: object) -> None:

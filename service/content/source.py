@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from service import workers
 from service.content import index
+from service.content.index import Throttle as index_throttle
 from service.content.parse import parse_markdown, parse_portal
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, printable
@@ -268,6 +269,7 @@ class Source:
         self.root = root
         self.zone = zone
         self.index = index
+        self._throttle = index_throttle()
         self.parsed = 0  # files parsed by the last scan (for tests and benchmarks)
         self._identities: dict[str, str] = dict(identities or {})  # fingerprint -> id
         self._places: dict[str, str] = dict(places or {})  # path -> the id it was recorded as
@@ -319,7 +321,7 @@ class Source:
             for path in removed:
                 before[path] = files.pop(path)
             changed += removed
-        if changed and self.index is not None:
+        if self.index is not None and self._throttle.due(bool(changed)):
             # a file that could not be parsed is tried again after a restart (a permission
             # fixed, a file that was being written): only parses are kept
             index.save(

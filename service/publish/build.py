@@ -71,6 +71,7 @@ class Builder:
         self.settings = settings
         self.index = index
         self._seeded = index is None  # the build index is read by the first build only
+        self._throttle = saved_index.Throttle()
         # page path -> (digest of the article it was rendered from, the file's mtime and size)
         self._stamps: dict[str, tuple[str, tuple[int, int]]] = {}
         self.rendered = 0  # article pages rendered by the last build (tests and benchmarks)
@@ -143,8 +144,10 @@ class Builder:
         produced |= self._page_paths
         written += pages_written
         self._pages = current
-        if self.index is not None and (stale or last.keys() - current.keys()):
-            self._save_index([a for a in stale if id(a) in current])
+        if self.index is not None:
+            self._note_pages([a for a in stale if id(a) in current])
+            if self._throttle.due(bool(stale or last.keys() - current.keys())):
+                self._save_index()
 
         failed = self._failed
         listed = [a for a in published if id(a) not in failed] if failed else published
@@ -258,8 +261,8 @@ class Builder:
             self._page_paths.add(path)
             self._stamps[path] = entry
 
-    def _save_index(self, rendered: list[Article]) -> None:
-        assert self.index is not None
+    def _note_pages(self, rendered: list[Article]) -> None:
+        """Keep what the build index says of the pages just rendered (saved when due)."""
         for article in rendered:
             if article.events:
                 continue  # never skipped (see _seed)
@@ -269,6 +272,9 @@ class Builder:
                 self._stamps[path] = (_digest(article), stamp)
         paths = self._page_paths
         self._stamps = {p: e for p, e in self._stamps.items() if p in paths}
+
+    def _save_index(self) -> None:
+        assert self.index is not None
         with contextlib.suppress(OSError):  # a template vanished mid-build: the next build saves
             saved_index.save(self.index, self._index_key(), self._stamps)
 

@@ -195,3 +195,29 @@ def test_every_sequence_of_edits_and_restarts_scans_what_a_fresh_scan_does(
             assert published_view(scan, now) == published_view(fresh, now), where
     finally:
         shutil.rmtree(work)
+
+
+def test_a_running_service_saves_its_index_at_most_every_few_minutes_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save writes the whole index: it must not follow every edit. An index left behind by
+    the edits since its last save costs their re-parsing after a restart, never a wrong scan."""
+    root, saved = tmp_path / "content", tmp_path / "scan.index"
+    tree = tree_of(root, 20)
+    saves: list[int] = []
+    real = index.save
+    monkeypatch.setattr(index, "save", lambda *a: (saves.append(1), real(*a)))
+    running = Source(root, ZONE, index=saved)
+    running.scan()
+    assert len(saves) == 1  # the first scan saves at once
+    tree.write("nam/0/tin-0.md", _markdown("Tin 0 (sửa)", START, False, "Tin tức", None))
+    tree.write("moi.md", _markdown("Tin mới", START, False, "Thông báo", None))
+    running.scan()
+    assert len(saves) == 1  # not after each edit
+    restarted = Source(root, ZONE, index=saved)
+    assert whole(restarted.scan()) == whole(Source(root, ZONE).scan())
+    assert restarted.parsed == 3  # the two edits since the save, and the broken file
+    monkeypatch.setattr(index, "SAVE_EVERY", 0.0)
+    tree.write("moi-2.md", _markdown("Tin mới 2", START, False, "Thông báo", None))
+    running.scan()
+    assert len(saves) == 3  # due again: the restarted one's first save, and this one
