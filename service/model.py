@@ -1,10 +1,12 @@
-"""Plain frozen data shared by every module: articles, their events, categories, subscribers."""
+"""Plain frozen data shared by every module: articles, their events, categories, subscribers,
+and what the subscription pages show."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import urlsplit
@@ -137,3 +139,53 @@ class Subscriber:
     def wants(self, article: Article) -> bool:
         """Whether ``article`` is in a category this subscriber asked for."""
         return self.categories is None or article.category.slug in self.categories
+
+
+def consent_version(text: str) -> str:
+    """The fingerprint a consent text is known by: the same text, the same version."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class SignupForm:
+    """What the subscription form shows: the categories offered (``chosen`` ticked), the
+    frequency picked, what was typed, the consent text with its version, and what is wrong."""
+
+    categories: tuple[Category, ...]
+    consent: str  # the text the subscriber agrees to, as recorded with their consent
+    version: str  # its fingerprint: the form sends it back, so the record names what was shown
+    chosen: frozenset[str] = frozenset()  # category slugs ticked
+    frequency: Frequency = "daily"
+    email: str = ""
+    name: str = ""
+    errors: Mapping[str, str] = field(default_factory=dict)  # field name -> what is wrong
+
+
+SignupPage = Literal[
+    "form",  # the form, empty or with what was typed and what is wrong in it
+    "sent",  # "look in your mailbox": the one answer to every accepted submission
+    "limited",  # too many submissions from this client, or confirmation mails overall
+    "closed",  # the form is switched off
+    "confirm",  # the confirmation link opened: a button, which alone confirms
+    "confirmed",
+    "expired",  # a confirmation link past its time, or replaced by a newer one
+    "invalid",  # a link bantin did not sign
+    "preferences",  # the subscriber's own choices, to change; and unsubscribe
+    "saved",
+    "office",  # the operators' file lists the address: only unsubscribing is done here
+    "unsubscribed",
+    "refused",  # a form sent from another site (CSRF)
+    "error",  # the state could not be reached: try again later
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SignupAnswer:
+    """A page of the subscription pages to show: which one, its HTTP status, and its data."""
+
+    page: SignupPage
+    status: int = 200
+    form: SignupForm | None = None
+    email: str = ""
+    frequency: Frequency | None = None
+    category_names: tuple[str, ...] = ()  # the categories chosen, by name; () = all

@@ -8,6 +8,7 @@ are relative to the working directory the command runs in.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import socket
@@ -119,6 +120,13 @@ class FeedsSettings(_Section):
     output_dir: Path = Path("public")
     max_items: int = Field(default=50, ge=1, le=1000)
     websub_hub: str | None = None
+
+
+class SearchSettings(_Section):
+    """[search]: the memory Pagefind may take to index the archive (MiB); beyond it, indexing
+    stops with an error and the previous index stays, rather than the host running out."""
+
+    memory_limit: int = Field(default=4096, ge=256, le=1_048_576)
 
 
 class StateSettings(_Section):
@@ -310,7 +318,8 @@ class ClusterSettings(_Section):
 
 
 class ServerSettings(_Section):
-    """[server]: where HTTP listens, its limits, the unsubscribe links' key, the health token."""
+    """[server]: where HTTP listens, its limits, the unsubscribe links' key, the health token,
+    and the reverse proxies whose X-Forwarded-For is believed."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -318,6 +327,22 @@ class ServerSettings(_Section):
     health_token: SecretStr | None = None  # shows /healthz's details to who sends it
     max_connections: int | None = Field(default=None, ge=1, le=100_000)  # None: from the file limit
     header_timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
+    # a request from one of these carries its client's address in X-Forwarded-For (rate limits
+    # and the consent record need the client's, not the proxy's)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network; write it like '127.0.0.1' "
+                    "or '10.0.0.0/8'"
+                ) from None
+        return value
 
     @field_validator("secret_key", "health_token")
     @classmethod
@@ -327,6 +352,33 @@ class ServerSettings(_Section):
                 "must be at least 16 characters; use a long random string "
                 "(openssl rand -hex 24), or leave it unset"
             )
+        return value
+
+
+class SubscribeSettings(_Section):
+    """[subscribe]: the self-service form (double opt-in), its categories, how long a
+    confirmation link lasts, and the limits that keep it from being used to mail-bomb."""
+
+    enabled: bool = False  # the form on the pages, and /subscribe; off for a new installation
+    categories: tuple[str, ...] | None = None  # names or slugs offered; None: every category
+    confirm_hours: int = Field(default=48, ge=1, le=720)  # a confirmation link's lifetime
+    ip_limit: int = Field(default=10, ge=1, le=100_000)  # form submissions per client per hour
+    address_limit: int = Field(default=3, ge=1, le=100)  # confirmation mails per address per day
+    hourly_limit: int = Field(default=200, ge=1, le=1_000_000)  # confirmation mails per hour
+
+    @field_validator("categories")
+    @classmethod
+    def _names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError(
+                "is empty; list the categories the form offers, or remove the key to offer all"
+            )
+        for name in value:
+            _no_control(name)
+            if not name.strip():
+                raise ValueError("must not contain an empty name")
         return value
 
 
@@ -344,6 +396,7 @@ class Settings(BaseSettings):
     site: SiteSettings
     source: SourceSettings = SourceSettings()
     feeds: FeedsSettings = FeedsSettings()
+    search: SearchSettings = SearchSettings()
     state: StateSettings = StateSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     mail: MailSettings = MailSettings()
@@ -351,6 +404,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     cluster: ClusterSettings = ClusterSettings()
     bounces: BouncesSettings = BouncesSettings()
+    subscribe: SubscribeSettings = SubscribeSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -37,6 +37,7 @@ MAX_INT_BITS = 10_000  # integers a template may build (about 3,000 decimal digi
 _MAX_REPEAT = 100_000
 _CHECK_CLOCK_EVERY = 1024  # operations between looks at the clock
 LONG_DATE = "EEEE, 'ngày' d 'tháng' M 'năm' y"  # babel's own "full" pattern reads oddly in vi
+CONSENT_TEMPLATE = "subscribe_consent.txt.j2"  # what a subscriber agrees to, recorded word for word
 
 
 _BINOPS: dict[str, Callable[[Any, Any], Any]] = {
@@ -385,3 +386,14 @@ class Templates:
                     TemplateError(f"{exc.name or name}:{exc.lineno}", exc.message or "syntax error")
                 )
         return problems
+
+
+def render_consent(templates: Templates, **context: Any) -> str:
+    """The consent text of the subscription form, on one line as it is shown and recorded;
+    TemplateError if the template fails or says nothing."""
+    text = " ".join(templates.render(CONSENT_TEMPLATE, **context).split())
+    if not text:
+        raise TemplateError(
+            CONSENT_TEMPLATE, "rendered an empty text; say what subscribers agree to"
+        )
+    return text

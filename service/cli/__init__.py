@@ -1,7 +1,7 @@
 """The `bantin` command: parses arguments, loads Settings once, and hands them down.
 
-content (build, check), mail (digest, preview, status, resume), and run (the service); logs and
-progress are how they report.
+content (build, check), mail (digest, preview, status, resume), subscribers (export, import,
+forget), and run (the service); logs and progress are how they report.
 
 May import everything: the CLI is the outermost edge.
 """
@@ -27,6 +27,7 @@ from service.cli.mail import (
     cmd_resume,
     cmd_status,
 )
+from service.cli.subscribers import cmd_export, cmd_forget, cmd_import
 from service.errors import BantinError
 from service.model import FREQUENCIES
 from service.settings import Settings, config_path, load_settings
@@ -107,6 +108,37 @@ def parser() -> argparse.ArgumentParser:
         "exit 75 when the state cannot be reached, so the MTA retries",
     )
     bounce.set_defaults(failure_status=EX_TEMPFAIL)
+    people = commands.add_parser(
+        "subscribers",
+        help="export or import subscribers with their consent",
+        description="Export every subscriber with their source and consent, or import some.",
+    )
+    people_commands = people.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = people_commands.add_parser(
+        "export", help="write every subscriber (file and form) with their source and consent"
+    )
+    export.set_defaults(func=cmd_export)
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--output", metavar="FILE", help="write here instead of standard output")
+    imported = people_commands.add_parser(
+        "import", help="add confirmed subscribers from a CSV or JSON file, with a legal basis"
+    )
+    imported.set_defaults(func=cmd_import)
+    imported.add_argument("file", metavar="FILE", help="as `bantin subscribers export` writes")
+    imported.add_argument(
+        "--legal-basis",
+        required=True,
+        metavar="TEXT",
+        help="on what basis they are mailed, recorded with each (e.g. the consent on paper)",
+    )
+    imported.add_argument("--format", choices=["csv", "json"], help="default: by extension")
+    forget = add(
+        "forget",
+        cmd_forget,
+        "erase EMAIL's personal data from the state, keeping a salted hash so it is never "
+        "mailed again; say what was removed",
+    )
+    forget.add_argument("email")
     return top
 
 

@@ -7,15 +7,18 @@ import sys
 import time
 
 from service import clock
+from service.content.slug import category
 from service.content.source import Source
 from service.errors import BantinError, printable
 from service.ledger import State
 from service.mail.compose import Composer
 from service.mail.mime import read_dkim_key
+from service.mail.notices import SIGNUP_TEMPLATES
 from service.mail.subscribers import validate
 from service.publish.build import Builder, page_problems
 from service.publish.pages import PAGE_TEMPLATES, Pages
 from service.publish.search import SEARCH_DIR, index_site
+from service.serve.signup import SIGNUP_PAGES
 from service.settings import Settings
 from service.templating import Templates
 
@@ -58,7 +61,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         f"{report.files} files in {settings.feeds.output_dir}/ ({time.monotonic() - started:.2f} s)"
     )
     if getattr(args, "search", False):
-        indexed = index_site(settings.feeds.output_dir)
+        indexed = index_site(settings.feeds.output_dir, memory_mib=settings.search.memory_limit)
         print(
             f"bantin build: search index of {indexed.pages} pages, {indexed.bytes / 1e6:.1f} MB "
             f"in {settings.feeds.output_dir}/{SEARCH_DIR}/ ({indexed.seconds:.2f} s)"
@@ -111,6 +114,18 @@ def check_problems(settings: Settings) -> tuple[list[str], list[str]]:
             ]
     except BantinError as exc:
         problems.append(str(exc))
+    if settings.subscribe.enabled:
+        problems += [
+            f"{p} (subscribe.enabled needs it)"
+            for p in templates.check(SIGNUP_PAGES + SIGNUP_TEMPLATES)
+        ]
+        listed = settings.subscribe.categories or ()
+        unknown = [c for c in listed if known is not None and category(c).slug not in known]
+        if unknown:
+            warnings.append(
+                f"subscribe.categories names {', '.join(map(repr, unknown))}, which no article "
+                "has yet: the form offers it all the same"
+            )
     try:
         _, bad, subscriber_warnings = validate(settings.mail.subscribers_file, known)
         problems += [str(p) for p in bad]

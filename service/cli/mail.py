@@ -15,6 +15,7 @@ from service.content.source import Source
 from service.errors import ConfigError
 from service.ledger import State, migrations
 from service.ledger.lock import held, runner_lock
+from service.mail.audience import everyone
 from service.mail.compose import Composer
 from service.mail.compose_workers import default_processes
 from service.mail.intake import Intake
@@ -74,7 +75,11 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
                 paced_transport(settings),
                 frequency,
                 published,
-                read_entries(settings.mail.subscribers_file, known),
+                everyone(
+                    state,
+                    read_entries(settings.mail.subscribers_file, known),
+                    record=not args.dry_run,
+                ),
                 dry_run=args.dry_run,
                 progress=progress,
                 processes=default_processes(),
@@ -94,9 +99,16 @@ def _find_subscriber(settings: Settings, email: str) -> Subscriber:
             return entry.subscriber
         if entry.problem is not None and email.lower() in entry.problem.reason.lower():
             raise entry.problem
+    state = State(settings.state.url)
+    try:
+        signup = state.signups.get(email)
+    finally:
+        state.close()
+    if signup is not None and signup.status == "confirmed":
+        return signup.subscriber
     raise ConfigError(
         settings.mail.subscribers_file,
-        f"{email} is not a subscriber; add a [[subscriber]] block for it",
+        f"{email} is not a subscriber (nor a confirmed sign-up); add a [[subscriber]] block for it",
     )
 
 
@@ -156,6 +168,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         suspended = state.subscribers.addresses("suspended")
         unsubscribed = state.subscribers.addresses("unsubscribed")
         suppressed = state.suppressions.all()
+        signups = state.signups.counts(clock.now(), settings.subscribe.confirm_hours)
     finally:
         state.close()
     total = sum(by_frequency.values())
@@ -163,6 +176,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         f"Subscribers: {total} in {settings.mail.subscribers_file} "
         f"({', '.join(f'{k} {v}' for k, v in by_frequency.items())})"
         + (f", {invalid} invalid (see bantin check)" if invalid else "")
+    )
+    print(
+        f"Sign-ups (form): {signups['confirmed']} confirmed, {signups['pending']} pending, "
+        f"{signups['expired']} expired"
+        + ("" if settings.subscribe.enabled else " (the form is off: subscribe.enabled)")
     )
     print(
         f"Deliveries: {counts['sent']} sent, {counts['pending']} pending, "

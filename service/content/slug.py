@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from slugify import slugify, smart_truncate
 
 from service.model import Category
 
-__all__ = ["SLUG_MAX", "category", "make_slug"]
+__all__ = ["SLUG_MAX", "category", "make_slug", "offered"]
 
 # A slug is a directory name under the output directory: long ones hit the file system's
 # 255-byte name limit and would stop the whole build, so they are cut at a word boundary.
@@ -44,3 +45,16 @@ def make_slug(text: str) -> str:
 def category(name: str) -> Category:
     """The category named ``name``, with its slug ("khac" when nothing of the name is left)."""
     return Category(name=name, slug=make_slug(name) or "khac")
+
+
+def offered(allowlist: Sequence[str] | None, known: Sequence[Category]) -> tuple[Category, ...]:
+    """The categories the subscription form offers: those ``allowlist`` names (names or slugs,
+    in its order, named as the articles name them), else every ``known`` one by name."""
+    if allowlist is None:
+        return tuple(sorted(known, key=lambda c: c.name.casefold()))
+    names = {c.slug: c.name for c in known}
+    chosen: dict[str, Category] = {}
+    for entry in allowlist:
+        slug = category(entry).slug
+        chosen.setdefault(slug, Category(names.get(slug, entry), slug))
+    return tuple(chosen.values())

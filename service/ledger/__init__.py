@@ -4,8 +4,10 @@ schema (the tables), db (the engine, transactions, driver-level statements), one
 noun: articles (sequence numbers), subscribers (cursors, unsubscriptions, suspensions),
 deliveries (one row per message, committed before it is sent), claims (runs in progress and
 the batches of their deliveries that hosts take), runs (the last run of each job), keys (the
-generated signing key), suppressions (addresses not mailed: bounces, complaints); lock (one
-runner per state: a file, or a leader on PostgreSQL); migrations (the schema's history).
+generated signing key, the salt of stored hashes), suppressions (addresses not mailed: bounces,
+complaints), signups (self-service subscribers and their consent), throttles (the form's rate
+limits), erasure (`bantin forget`); lock (one runner per state: a file, or a leader on
+PostgreSQL); migrations (the schema's history).
 
 ``State`` opens the database and offers each noun as an attribute: ``state.articles.record()``.
 
@@ -24,11 +26,14 @@ from service.ledger.articles import Articles
 from service.ledger.claims import Claims
 from service.ledger.db import Database
 from service.ledger.deliveries import Deliveries
+from service.ledger.erasure import Erasure
 from service.ledger.keys import Keys
 from service.ledger.runs import Runs
 from service.ledger.schema import leaders
+from service.ledger.signups import Signups
 from service.ledger.subscribers import Subscribers
 from service.ledger.suppressions import Suppressions
+from service.ledger.throttles import Throttles
 
 __all__ = ["Leader", "State"]
 
@@ -50,12 +55,15 @@ class State:
     def __init__(self, url: str, *, create: bool = False) -> None:
         self.db = Database(url, create=create)
         self.articles = Articles(self.db)
-        self.subscribers = Subscribers(self.db)
+        self.keys = Keys(self.db)
+        self.subscribers = Subscribers(self.db, self.keys)
         self.deliveries = Deliveries(self.db)
         self.claims = Claims(self.db)
         self.runs = Runs(self.db)
-        self.keys = Keys(self.db)
         self.suppressions = Suppressions(self.db)
+        self.signups = Signups(self.db, self.keys)
+        self.throttles = Throttles(self.db, self.keys)
+        self.erasure = Erasure(self.db, self.keys)
 
     @property
     def home(self) -> Path:

@@ -35,21 +35,27 @@ __all__ = [
     "active_runs",
     "articles",
     "bounces",
+    "consents",
     "deliveries",
     "delivery_items",
     "event_revisions",
+    "forgotten",
     "leaders",
     "meta_table",
     "metadata",
     "runs",
+    "signups",
     "subscribers",
     "suppressions",
+    "throttles",
 ]
 
 FREQUENCIES = ("immediate", "daily", "weekly")
 STATUSES = ("pending", "sent", "failed", "cancelled")
 SUPPRESSION_REASONS = ("hard_bounce", "complaint", "soft_bounces", "unsubscribe_mail")
 BOUNCE_KINDS = ("hard", "soft", "complaint", "unsubscribe")
+SIGNUP_STATUSES = ("pending", "confirmed")
+SIGNUP_SOURCES = ("form", "import")
 
 
 def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
@@ -187,4 +193,54 @@ bounces = Table(
     Index("bounces_email_at", "email", "at"),
     _one_of("kind", BOUNCE_KINDS, "bounces_kind"),
     sqlite_autoincrement=True,
+)
+
+# Self-service subscribers (the form, or `bantin subscribers import`), with their consent: when,
+# from which address, which text, when confirmed; or the legal basis an operator stated.
+signups = Table(
+    "signups",
+    metadata,
+    Column("email", Text, primary_key=True),  # lower-cased
+    Column("address", Text, nullable=False),  # as typed
+    Column("name", Text),
+    Column("frequency", Text, nullable=False),
+    Column("categories", Text),  # slugs, comma-separated; NULL: every category
+    Column("status", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("requested_at", Moment, nullable=False),
+    Column("request_ip", Text),
+    Column("consent", Text),  # consents.version: the text shown
+    Column("legal_basis", Text),  # an import's, as the operator stated it
+    Column("confirmed_at", Moment),
+    Column("confirm_ip", Text),
+    # the operators' file names the address too (seen by the last digest run): the file wins
+    Column("in_file", Boolean, nullable=False, server_default=text("false")),
+    Index("signups_status", "status", "requested_at"),
+    _one_of("status", SIGNUP_STATUSES, "signups_status_known"),
+    _one_of("source", SIGNUP_SOURCES, "signups_source_known"),
+    _one_of("frequency", FREQUENCIES, "signups_frequency"),
+)
+consents = Table(
+    "consents",
+    metadata,
+    Column("version", Text, primary_key=True),  # a fingerprint of the text
+    Column("text", Text, nullable=False),
+    Column("first_used", Moment, nullable=False),
+)
+# How often a client or an address used the form lately; keys are salted hashes, never
+# addresses, and a row goes when its window has passed.
+throttles = Table(
+    "throttles",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("since", Moment, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+# What `bantin forget` keeps of an address: its salted hash, so that it is never mailed again
+# (were the operators' file still to list it) unless it signs up and confirms anew.
+forgotten = Table(
+    "forgotten",
+    metadata,
+    Column("digest", Text, primary_key=True),
+    Column("since", Moment, nullable=False),
 )

@@ -1,7 +1,9 @@
 """The subscribers the ledger has seen: their cursor, unsubscription and suspension.
 
 A subscriber's cursor is the highest article sequence that is no longer news to them; a new
-subscriber starts at the newest article, so no back catalogue is sent.
+subscriber starts at the newest article, so no back catalogue is sent. An address forgotten on
+request (`bantin forget`) is known only by its salted hash: it counts as suppressed and is
+never written here again.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import exists, func, insert, literal, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.ledger.db import Database
 from service.ledger.deliveries import cancel_waiting
-from service.ledger.schema import articles, subscribers, suppressions
+from service.ledger.keys import Keys
+from service.ledger.schema import articles, forgotten, subscribers, suppressions
 from service.model import Frequency, Subscriber
 
 __all__ = ["SubscriberState", "Subscribers"]
@@ -42,8 +46,26 @@ class SubscriberState:
 class Subscribers:
     """Per-address state: cursor, frequency last seen, unsubscribed, suspended."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keys: Keys) -> None:
         self.db = db
+        self.keys = keys
+
+    def barred(self, conn: Connection, keys: Sequence[str]) -> tuple[set[str], set[str]]:
+        """Of ``keys`` (lower-cased addresses): those on the suppression list, and those
+        forgotten (known by their salted hash only), in one query."""
+        digests = {self.keys.digest(key): key for key in keys}
+        rows = conn.execute(
+            select(literal("s").label("kind"), suppressions.c.email.label("value"))
+            .where(suppressions.c.email.in_(list(keys)))
+            .union_all(
+                select(literal("f").label("kind"), forgotten.c.digest.label("value")).where(
+                    forgotten.c.digest.in_(list(digests))
+                )
+            )
+        ).all()
+        suppressed = {r.value for r in rows if r.kind == "s"}
+        gone = {digests[r.value] for r in rows if r.kind == "f"}
+        return suppressed, gone
 
     def min_cursor(self, frequency: Frequency | None = None) -> int | None:
         """The lowest cursor of the active subscribers (of ``frequency``, if given)."""
@@ -74,6 +96,7 @@ class Subscribers:
         the sequence past those articles, to keep unseen subscribers from the back catalogue.
         """
         keys = [s.key for s in chunk]
+        self.keys.salt()  # made first: making it takes a transaction of its own
         with self.db.tx() as conn:
             rows = conn.execute(
                 select(
@@ -85,9 +108,8 @@ class Subscribers:
                     subscribers.c.failures,
                 ).where(subscribers.c.email.in_(keys))
             ).all()
-            barred = set(
-                conn.scalars(select(suppressions.c.email).where(suppressions.c.email.in_(keys)))
-            )
+            barred, gone = self.barred(conn, keys)
+            barred |= gone
             found = {
                 r.email: SubscriberState(
                     r.email,
@@ -100,6 +122,8 @@ class Subscribers:
                 for r in rows
             }
             frequencies = {r.email: r.frequency for r in rows}
+            for key in gone:  # never written again: their state is their hash's
+                found.setdefault(key, SubscriberState(key, 0, False, False, 0, True))
             missing = [s for s in chunk if s.key not in found]
             if missing:
                 if start is None:
@@ -133,9 +157,13 @@ class Subscribers:
     # -- operators' actions ------------------------------------------------------------
 
     def unsubscribe(self, email: str, now: datetime) -> bool:
-        """Record an unsubscription; True if it is new. Outlives the address staying in the file."""
+        """Record an unsubscription; True if it is new. Outlives the address staying in the file.
+        A forgotten address is not written back: it is never mailed already."""
         key = email.lower()
+        self.keys.salt()  # made first: making it takes a transaction of its own
         with self.db.tx() as conn:
+            if self.barred(conn, [key])[1]:
+                return False
             row = conn.execute(
                 select(subscribers.c.unsubscribed_at).where(subscribers.c.email == key)
             ).first()

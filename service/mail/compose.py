@@ -28,7 +28,7 @@ from service.mail.mime import (
     format_address,
 )
 from service.mail.renders import SharedRenders
-from service.mail.tokens import unsubscribe_url
+from service.mail.tokens import preferences_url, unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
 from service.model import Article, Event, Frequency, Subscriber
 from service.settings import Settings
@@ -135,6 +135,7 @@ class Composer:
                 for article_id, found in events.updates.items()
             },
             "unsubscribe_url": unsubscribe_url(base, self.secret_key, subscriber.key),
+            "preferences_url": preferences_url(base, self.secret_key, subscriber.key),
             "feeds": {
                 "rss": f"{base}/rss.xml",
                 "atom": f"{base}/atom.xml",

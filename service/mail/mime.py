@@ -170,16 +170,16 @@ class Envelope:
     date: datetime
     message_id: str
     list_id: str
-    unsubscribe_url: str
+    unsubscribe_url: str | None  # None: not list mail (a sign-up's confirmation), no List-*
     # with mail.bounce_address set: the mailto: List-Unsubscribe fallback (verp.py) and
     # Feedback-ID (campaign:frequency:site) for the big providers' feedback loops
     unsubscribe_mailto: str | None = None
     feedback_id: str | None = None
 
 
-def _list_unsubscribe(envelope: Envelope) -> str:
+def _list_unsubscribe(envelope: Envelope, url: str) -> str:
     """``<https://...>``, then the ``mailto:`` fallback on its own folded line if there is one."""
-    value = f"<{check_header('List-Unsubscribe', envelope.unsubscribe_url)}>"
+    value = f"<{check_header('List-Unsubscribe', url)}>"
     if envelope.unsubscribe_mailto:
         value += f",\r\n <{check_header('List-Unsubscribe', envelope.unsubscribe_mailto)}>"
     return value
@@ -200,6 +200,15 @@ def build_message(
     """
     e = envelope
     boundary = "=_bantin_" + hashlib.sha1(e.message_id.encode()).hexdigest()[:24]
+    listed = (
+        [
+            ("List-Id", e.list_id),
+            ("List-Unsubscribe", _list_unsubscribe(e, e.unsubscribe_url)),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ]
+        if e.unsubscribe_url is not None
+        else []
+    )
     outer = boundary + "_m"
     headers = [
         ("From", e.sender),
@@ -207,13 +216,11 @@ def build_message(
         ("Subject", encode_words(check_header("Subject", e.subject))),
         ("Date", format_datetime(e.date)),
         ("Message-ID", check_header("Message-ID", e.message_id)),
-        ("List-Id", e.list_id),
-        ("List-Unsubscribe", _list_unsubscribe(e)),
-        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        *listed,
         *([("Feedback-ID", check_header("Feedback-ID", e.feedback_id))] if e.feedback_id else []),
         ("Auto-Submitted", "auto-generated"),
         # vacation programs that predate RFC 3834's Auto-Submitted still honour this
-        ("Precedence", "bulk"),
+        *([("Precedence", "bulk")] if listed else []),
         ("MIME-Version", "1.0"),
         (
             "Content-Type",

@@ -229,7 +229,7 @@ class DigestRun:
         if file_ok and not self.halted:
             for deliveries in self.waiting.values():
                 for delivery in deliveries:
-                    self._cancel(delivery, "address removed from the subscribers file")
+                    self._cancel(delivery, "no longer a subscriber (not in the file, no sign-up)")
 
     async def _chunk(self, chunk: list[Subscriber]) -> None:
         states = self.state.subscribers.sync(

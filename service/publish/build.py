@@ -159,6 +159,9 @@ class Builder:
         title = settings.site.title
         with_events = [a for a in listed if a.events]
         soon = upcoming(with_events, now)
+        self.pages.offer(ordered)  # the subscription form's categories
+        # a category page's form lists the categories offered: a new one renders them again
+        form = self.pages.offered if settings.subscribe.enabled else ()
         site = Section("", title, listed)
         writer.front(
             site,
@@ -170,7 +173,9 @@ class Builder:
             section = Section(
                 category_prefix(category.slug), f"{title}: {category.name}", items, category
             )
-            writer.front(section, functools.partial(self.pages.category, category), (category,))
+            writer.front(
+                section, functools.partial(self.pages.category, category), (category, *form)
+            )
             own = [a for a in with_events if a.category.slug == category.slug]
             writer.calendar(section, own, now)
         writer.sitemap(listed, ordered)

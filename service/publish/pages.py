@@ -1,18 +1,20 @@
-"""Articles to HTML pages: the index, one page per article, one per category, the archive."""
+"""Articles to HTML pages: the index, one page per article, one per category, the archive;
+the index and category pages carry the subscription form when it is on."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from service.content.slug import offered
 from service.ical import SequenceOf, stateless_sequence
-from service.model import Article, Category, Event
+from service.model import Article, Category, Event, SignupForm, consent_version
 from service.publish.archive import archive_page_path
 from service.publish.calendars import CALENDAR_FILE, EVENTS_FILE, event_links, json_ld, webcal
 from service.publish.layout import category_prefix
 from service.publish.search import search_alternates
 from service.settings import Settings
-from service.templating import Templates
+from service.templating import Templates, render_consent
 
 __all__ = ["PAGE_TEMPLATES", "CalendarLink", "FeedLink", "Pages"]
 
@@ -45,6 +47,24 @@ class Pages:
         self.templates = templates
         self.site = settings.site
         self.sequence = sequence  # the SEQUENCE of every event this build publishes
+        self.subscribe = settings.subscribe
+        self.offered: tuple[Category, ...] = ()
+
+    def offer(self, categories: Sequence[Category]) -> None:
+        """The categories the articles have now: the form offers them (or those the operators
+        list in ``subscribe.categories``)."""
+        now_offered = offered(self.subscribe.categories, categories)
+        if now_offered != self.offered:  # the same objects while equal: pages keyed on them
+            self.offered = now_offered
+
+    def signup_form(self, category: str | None = None) -> SignupForm | None:
+        """The subscription form as a page shows it (``category`` ticked), or None when the
+        form is off; TemplateError if its consent text cannot be rendered."""
+        if not self.subscribe.enabled:
+            return None
+        consent = render_consent(self.templates, site=self.site, hours=self.subscribe.confirm_hours)
+        chosen = frozenset({category} & {c.slug for c in self.offered}) if category else frozenset()
+        return SignupForm(self.offered, consent, consent_version(consent), chosen)
 
     def feed_links(self, prefix: str, title: str) -> list[FeedLink]:
         """The RSS, Atom and JSON Feed links of the feeds under ``prefix``, titled ``title``."""
@@ -73,6 +93,7 @@ class Pages:
             "index.html.j2",
             articles=recent,
             categories=categories,
+            signup=self.signup_form(),
             upcoming=upcoming,
             older=self._page_url("", older),
             calendar=self.calendar_link(CALENDAR_FILE),
@@ -89,6 +110,7 @@ class Pages:
             "category.html.j2",
             category=category,
             articles=recent,
+            signup=self.signup_form(category.slug),
             older=self._page_url(prefix, older),
             calendar=self.calendar_link(prefix + CALENDAR_FILE),
             feeds=self.feed_links(prefix, f"{self.site.title}: {category.name}"),

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import re
+import resource
 import shutil
 import sys
 import time
@@ -48,6 +49,10 @@ SEARCH_DIR = "pagefind"
 SEARCH_SCRIPT = "search.js"  # in the templates directory; published as assets/search.js
 PAGES_GLOB = "articles/*/index.html"
 QUIET_SECONDS = 30.0  # builds this far apart are one burst of edits: index once after it
+# what Pagefind (Rust), the loader or Python say when the address-space limit is reached
+_OUT_OF_MEMORY = re.compile(
+    r"memory allocation of|failed to map segment|Cannot allocate memory|MemoryError"
+)
 _D_WORD = re.compile(r"\w*[đĐ]\w*")
 _D = str.maketrans({"đ": "d", "Đ": "D"})
 
@@ -77,6 +82,19 @@ def search_alternates(*texts: str) -> str:
             plain = unicodedata.normalize("NFD", word.translate(_D))
             found["".join(c for c in plain if not unicodedata.combining(c))] = None
     return " ".join(found)
+
+
+def _limited(memory_mib: int | None) -> Callable[[], None] | None:
+    """What the Pagefind child runs before it starts: an address-space limit of
+    ``memory_mib`` MiB (a large site takes gigabytes; past the limit it stops, the host lives)."""
+    if memory_mib is None:
+        return None
+    limit = memory_mib * 1024 * 1024
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return limit_memory
 
 
 def _command(output_dir: Path, target: Path) -> list[str]:
@@ -123,13 +141,22 @@ def _finish(output_dir: Path, fresh: Path, output: str, started: float) -> Index
     return IndexReport(int(found[-1]) if found else 0, time.monotonic() - started, size, files)
 
 
-def _failed(output: str, code: int | None) -> SearchIndexError:
+def _failed(output: str, code: int | None, memory_mib: int | None = None) -> SearchIndexError:
+    if memory_mib is not None and _OUT_OF_MEMORY.search(output):
+        return SearchIndexError(
+            f"search index not rebuilt: Pagefind needed more than search.memory_limit = "
+            f"{memory_mib} MiB (about 1.7 GB per 10,000 articles); raise it if the host has "
+            "the memory; the previous index stays"
+        )
     last = next((line for line in reversed(output.splitlines()) if line.strip()), "")
     return SearchIndexError(f"search index not rebuilt: pagefind exited {code}: {last}")
 
 
-def index_site(output_dir: Path, timeout: float = 3600) -> IndexReport:
-    """Index the article pages under ``output_dir`` into ``pagefind/`` (blocking).
+def index_site(
+    output_dir: Path, timeout: float = 3600, memory_mib: int | None = None
+) -> IndexReport:
+    """Index the article pages under ``output_dir`` into ``pagefind/`` (blocking), Pagefind
+    limited to ``memory_mib`` MiB.
 
     :raises SearchIndexError: Pagefind failed or is missing; the previous index stays.
     """
@@ -145,6 +172,7 @@ def index_site(output_dir: Path, timeout: float = 3600) -> IndexReport:
             text=True,
             timeout=timeout,
             check=False,
+            preexec_fn=_limited(memory_mib),  # setrlimit only: safe before exec
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(fresh, ignore_errors=True)
@@ -152,11 +180,11 @@ def index_site(output_dir: Path, timeout: float = 3600) -> IndexReport:
     output = done.stdout + done.stderr
     if done.returncode != 0 or not fresh.is_dir():
         shutil.rmtree(fresh, ignore_errors=True)
-        raise _failed(output, done.returncode)
+        raise _failed(output, done.returncode, memory_mib)
     return _finish(output_dir, fresh, output, started)
 
 
-async def index_site_async(output_dir: Path) -> IndexReport:
+async def index_site_async(output_dir: Path, memory_mib: int | None = None) -> IndexReport:
     """``index_site`` as a child process the event loop waits for; cancelling it (the service
     stopping) kills Pagefind instead of waiting for it."""
     fresh = output_dir / f".{SEARCH_DIR}-new"
@@ -166,6 +194,7 @@ async def index_site_async(output_dir: Path) -> IndexReport:
         *_command(output_dir, fresh),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=_limited(memory_mib),  # setrlimit only: safe before exec
     )
     try:
         data, _ = await process.communicate()
@@ -178,7 +207,7 @@ async def index_site_async(output_dir: Path) -> IndexReport:
     output = data.decode("utf-8", "replace")
     if process.returncode != 0 or not fresh.is_dir():
         shutil.rmtree(fresh, ignore_errors=True)
-        raise _failed(output, process.returncode)
+        raise _failed(output, process.returncode, memory_mib)
     return await asyncio.to_thread(_finish, output_dir, fresh, output, started)
 
 
@@ -190,19 +219,23 @@ class SearchIndexer:
     def __init__(
         self,
         quiet: float = QUIET_SECONDS,
-        run: Callable[[Path], Awaitable[IndexReport]] = index_site_async,
+        run: Callable[[Path, int | None], Awaitable[IndexReport]] = index_site_async,
+        on_done: Callable[[bool, str, float], None] | None = None,
     ) -> None:
         self.quiet = quiet
         self.run = run
+        self.on_done = on_done  # told (ok, detail, seconds) after each run
+        self.memory_mib: int | None = None  # Pagefind's limit, as the last build's settings say
         self.last: IndexReport | None = None
         self.error: str | None = None
         self._due: Path | None = None  # an output directory waiting to be indexed
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def built(self, output_dir: Path, changed: bool = True) -> None:
+    def built(self, output_dir: Path, changed: bool = True, memory_mib: int | None = None) -> None:
         """A build finished (on the event loop's thread); ``changed``: it wrote or removed
-        files. Indexes ``quiet`` seconds after the last such call."""
+        files. Indexes ``quiet`` seconds after the last such call, within ``memory_mib``."""
+        self.memory_mib = memory_mib
         if not changed and not (self.last is None and self._due is None):
             return  # nothing new, and an index exists or is on its way
         self._due = output_dir
@@ -221,18 +254,20 @@ class SearchIndexer:
             self._task = asyncio.get_running_loop().create_task(self._index(due))
 
     async def _index(self, output_dir: Path) -> None:
+        started = time.monotonic()
         try:
-            self.last = await self.run(output_dir)
-            self.error = None
-            log.info(
-                "search index: %d pages, %.1f MB in %.1f s",
-                self.last.pages,
-                self.last.bytes / 1e6,
-                self.last.seconds,
-            )
+            self.last = await self.run(output_dir, self.memory_mib)
         except SearchIndexError as exc:
             self.error = str(exc)
             log.error("%s", exc)
+            if self.on_done is not None:
+                self.on_done(False, self.error, time.monotonic() - started)
+            return
+        self.error = None
+        detail = f"{self.last.pages} pages, {self.last.bytes / 1e6:.1f} MB"
+        log.info("search index: %s in %.1f s", detail, self.last.seconds)
+        if self.on_done is not None:
+            self.on_done(True, detail, self.last.seconds)
 
     async def idle(self) -> None:
         """Wait until no index run is due or running (for tests and a clean stop)."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.content.source import Source
+from service.errors import ConfigError
 from service.ledger import State
 from service.mail.compose import Composer
 from service.mail.mime import read_dkim_key
+from service.mail.notices import SIGNUP_TEMPLATES
 from service.mail.transport import transport_for
 from service.publish.build import Builder
 from service.runtime.schedule import cron_trigger
+from service.serve.signup import SIGNUP_PAGES
 from service.settings import Settings
 from service.templating import Templates
 
@@ -35,6 +38,9 @@ class Components:
         dkim = read_dkim_key(mail.dkim_domain, mail.dkim_selector, mail.dkim_key_file)
         key = state.keys.secret_key(settings.server.secret_key)
         transport_for(settings)  # refuses what it cannot use
+        templates = Templates(site.templates_dir, zone=site.zone, language=site.language)
+        if settings.subscribe.enabled:
+            _check_signup_templates(templates)
         for expression in (schedule.daily, schedule.weekly):
             cron_trigger(expression, site.zone)
         return cls(
@@ -47,5 +53,17 @@ class Components:
             ),
             builder=Builder(settings, site.templates_dir, index=settings.state.build_index),
             composer=Composer(settings, key, dkim),
-            templates=Templates(site.templates_dir, zone=site.zone, language=site.language),
+            templates=templates,
+        )
+
+
+def _check_signup_templates(templates: Templates) -> None:
+    """subscribe.enabled needs the subscription templates: a configuration without them is
+    refused at start-up (and on reload) rather than failing in front of a citizen."""
+    problems = templates.check(SIGNUP_PAGES + SIGNUP_TEMPLATES)
+    if problems:
+        raise ConfigError(
+            "subscribe.enabled",
+            f"{problems[0]}; the subscription form needs it: copy it from the repository's "
+            "templates/ (or set subscribe.enabled = false)",
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from service.errors import BantinError
 from service.ledger import State
+from service.mail.audience import everyone
 from service.mail.compose_workers import default_processes
 from service.mail.pace import paced_transport
 from service.mail.run import DigestRun, run_digest
@@ -30,7 +31,8 @@ log = logging.getLogger("bantin.service")
 
 
 class Mailer:
-    """Runs digests with the current components over the last good subscribers file."""
+    """Runs digests with the current components over the last good subscribers file and the
+    confirmed sign-ups of the form."""
 
     def __init__(
         self,
@@ -105,7 +107,7 @@ class Mailer:
                 paced_transport(parts.settings),
                 frequency,
                 published,
-                read_entries(self.subscribers),
+                everyone(self.state, read_entries(self.subscribers)),
                 metrics=self.metrics,
                 processes=default_processes(),
                 host=self.host,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from service import clock
 from service.content.scan import Scan
@@ -65,7 +66,8 @@ class Publisher:
         self._next_due: datetime | None = None
         self._problems: set[str] = set()  # scan problems already logged
         self._page_problems: set[str] = set()  # pages that could not be rendered, logged
-        self.search = SearchIndexer()
+        # a search index that cannot be made is the health's business: /healthz says why
+        self.search = SearchIndexer(on_done=partial(health.record, "search"))
 
     def published(self) -> dict[str, Article]:
         """What the last scan found published now, by id (what this host can compose)."""
@@ -148,7 +150,11 @@ class Publisher:
         if report.written or report.removed:
             log.info("build: %s (%.2f s)", detail, seconds)
         # the search index is rebuilt off the build's path, once builds have been quiet
-        self.search.built(parts.settings.feeds.output_dir, bool(report.written or report.removed))
+        self.search.built(
+            parts.settings.feeds.output_dir,
+            bool(report.written or report.removed),
+            parts.settings.search.memory_limit,
+        )
         hub = parts.settings.feeds.websub_hub
         if report.feeds_written and hub:
             await ping_hub(hub, parts.settings.site.base_url, report.feeds_written)

@@ -23,8 +23,9 @@ from service.ledger import State
 from service.ledger.lock import RunnerLock, held, runner_lock
 from service.mail.compose import Composer
 from service.mail.run import DigestRun
+from service.mail.signups import Desk
 from service.metrics import Metrics
-from service.model import Frequency
+from service.model import Category, Frequency
 from service.runtime.bounce_reading import BounceReader
 from service.runtime.cluster import Leadership
 from service.runtime.components import Components
@@ -47,6 +48,7 @@ log = logging.getLogger("bantin.service")
 STOP_GRACE = 10.0  # seconds in-flight SMTP transactions get to finish on SIGTERM
 RETRY_PENDING_EVERY = 600.0  # seconds between tries of mail the server deferred
 HELP_EVERY = 1.0  # seconds between a standby's looks for runs to help send
+HOUSEKEEPING_EVERY = 3600.0  # seconds between erasures of sign-ups and rate counts kept enough
 
 
 class Service:
@@ -120,6 +122,13 @@ class Service:
         self.bounces = BounceReader(
             self.state, self.health, current=lambda: self.parts, key=self.secret_key
         )
+        self.signups = Desk(
+            self.state,
+            settings=lambda: self.settings,
+            composer=lambda: self.composer,
+            categories=self._categories,
+            key=self.secret_key,
+        )
         self._immediate_top: int | None = None  # the newest article immediate mail has seen
         self._immediate_sessions: dict[str, str] | None = None  # and the sessions it has seen
         self._http: HttpServer | None = None
@@ -166,6 +175,10 @@ class Service:
         else:
             self.scheduler.remove("digest:daily")
             self.scheduler.remove("digest:weekly")
+        if self.leadership.leading:
+            self.scheduler.every("housekeeping", HOUSEKEEPING_EVERY, self.housekeeping)
+        else:
+            self.scheduler.remove("housekeeping")
         if self.leadership.leading and self.bounces.configured():
             interval = self.settings.bounces.poll_interval
             self.scheduler.every("bounces", interval, self.bounces.poll, start_now=True)
@@ -254,6 +267,24 @@ class Service:
             log.info("unsubscribed %s", email)
         return new
 
+    def _categories(self) -> list[Category]:
+        known = self.publisher.known_categories() or {}
+        return [Category(name, slug) for slug, name in known.items()]
+
+    async def housekeeping(self) -> None:
+        """Erase what is kept long enough: expired sign-ups, those of people who unsubscribed
+        (README: what is stored, for how long), rate counts whose window has passed."""
+        moment = clock.now()
+        hours = self.settings.subscribe.confirm_hours
+        try:
+            erased = await asyncio.to_thread(self.state.signups.purge, moment, hours)
+            await asyncio.to_thread(self.state.throttles.purge, moment)
+        except BantinError as exc:
+            log.warning("housekeeping: %s", exc)
+            return
+        if erased:
+            log.info("housekeeping: %d sign-up(s) kept long enough were erased", erased)
+
     def health_report(self, detailed: bool) -> tuple[dict[str, object], bool]:
         """/healthz: ok or failing with the watchdog's reasons; the details (errors, files,
         addresses) only when ``detailed`` (a local request or one with the health token)."""
@@ -324,6 +355,8 @@ class Service:
             health_token=lambda: self.settings.server.health_token,
             metrics=self.metrics,
             templates=self._templates,
+            signups=self.signups,
+            settings=lambda: self.settings,
         )
         server = self.settings.server
         self._http = HttpServer(
@@ -378,6 +411,7 @@ class Service:
                 # so does what is in flight; then nothing touches the state any more
                 await self.mailer.settled()
                 await self.helper.settled()
+                await self.signups.settled()
                 async with self.publisher.scanning, self.mailer.sending, self.bounces.reading:
                     pass
         except TimeoutError:

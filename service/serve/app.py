@@ -1,4 +1,5 @@
-"""The HTTP routes: the output directory for feed readers, one-click unsubscribe, health, metrics.
+"""The HTTP routes: the output directory for feed readers, one-click unsubscribe, the
+subscription pages (signup.py), health, metrics.
 
 ``create_app`` builds the Starlette app from callables the service gives it (so a live config
 edit applies at once); the output directory itself is served by ``static.OutputFiles``.
@@ -26,7 +27,9 @@ from service.errors import TemplateError
 from service.mail.tokens import read_token
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import Metrics
+from service.serve.signup import Desk, SignupPages
 from service.serve.static import NO_STORE, OutputFiles, plain_page
+from service.settings import Settings
 from service.templating import Templates
 
 __all__ = ["UNSUBSCRIBE_TEMPLATE", "create_app", "fallback_unsubscribe_page"]
@@ -169,6 +172,8 @@ def create_app(
     metrics: Metrics,
     templates: Callable[[], Templates | None] = lambda: None,
     health_token: Callable[[], SecretStr | None] = lambda: None,
+    signups: Desk | None = None,
+    settings: Callable[[], Settings] | None = None,
 ) -> Starlette:
     """The HTTP app. The callables are asked on every request, so live config applies at once
     (the output directory alone needs a restart).
@@ -176,6 +181,7 @@ def create_app(
     ``unsubscribe(email)`` records the unsubscription and returns True if it is new;
     ``health(detailed)`` returns the JSON body and whether the service is healthy; the
     details are asked for only for a local request or one that carries the health token.
+    ``signups`` (with ``settings``) serves the subscription pages.
     """
     site = OutputFiles(output_dir, max_age, metrics)
     unsubscribe_endpoint = _Unsubscribe(
@@ -197,13 +203,18 @@ def create_app(
         metrics.request("other", 200)
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE, headers=NO_STORE)
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET", "HEAD"]),
-            Route("/metrics", metrics_endpoint, methods=["GET", "HEAD"]),
-            Route(
-                "/unsubscribe/{token}", unsubscribe_endpoint.handle, methods=["GET", "HEAD", "POST"]
-            ),
-            Route("/{path:path}", site.handle, methods=["GET", "HEAD"]),
+    routes = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint, methods=["GET", "HEAD"]),
+        Route("/unsubscribe/{token}", unsubscribe_endpoint.handle, methods=["GET", "HEAD", "POST"]),
+    ]
+    if signups is not None and settings is not None:
+        pages = SignupPages(signups, settings=settings, templates=templates, metrics=metrics)
+        either = ["GET", "HEAD", "POST"]
+        routes += [
+            Route("/subscribe", pages.subscribe, methods=either),
+            Route("/subscribe/confirm/{token}", pages.confirm, methods=either),
+            Route("/preferences/{token}", pages.preferences, methods=either),
         ]
-    )
+    routes.append(Route("/{path:path}", site.handle, methods=["GET", "HEAD"]))
+    return Starlette(routes=routes)

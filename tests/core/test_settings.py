@@ -51,6 +51,9 @@ def test_minimal_config_gets_every_default(project: Path) -> None:
     assert settings.smtp.password is None
     assert settings.server.host == "127.0.0.1"
     assert settings.server.port == 8080
+    assert settings.subscribe.enabled is False  # a new installation has no public form
+    assert settings.subscribe.confirm_hours == 48
+    assert settings.subscribe.categories is None
 
 
 def test_repository_config_loads(project: Path) -> None:
@@ -110,6 +113,11 @@ def test_unknown_key_in_site(project: Path) -> None:
         (MINIMAL + "[smtp]\ntimeout = 86400\n", "smtp.timeout"),
         ('[site]\ntitle = "a\\nb"\nbase_url = "https://x.vn"\n', "site.title"),
         ("[site\ntitle = 1", "not valid TOML"),
+        (MINIMAL + "[server]\ntrusted_proxies = ['proxy.lan']\n", "not an IP address"),
+        (MINIMAL + "[subscribe]\ncategories = []\n", "subscribe.categories"),
+        (MINIMAL + "[subscribe]\nconfirm_hours = 0\n", "subscribe.confirm_hours"),
+        (MINIMAL + "[subscribe]\nip_limit = -1\n", "subscribe.ip_limit"),
+        (MINIMAL + "[subscribe]\nenable = true\n", "enable"),
     ],
 )
 def test_each_mistake_gives_one_clear_message(project: Path, text: str, needle: str) -> None:

@@ -1,14 +1,26 @@
-"""Unsubscribe tokens: every address round-trips; every altered or foreign token is refused."""
+"""Signed link tokens: every address round-trips; every altered or foreign token is refused, and
+each purpose (unsubscribe, preferences, confirm) opens only its own page."""
 
 from __future__ import annotations
 
 import string
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.mail.tokens import MAC_BYTES, make_token, read_token, unsubscribe_url
+from service.mail.tokens import (
+    MAC_BYTES,
+    PREFERENCES,
+    confirm_token,
+    issued_at,
+    make_token,
+    preferences_url,
+    read_confirm_token,
+    read_token,
+    unsubscribe_url,
+)
 
 KEY = b"k" * 32
 ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -79,3 +91,22 @@ def test_unsubscribe_url() -> None:
     assert url == "https://tinh.example.gov.vn/unsubscribe/" + make_token(KEY, "a@b.vn")
     assert unsubscribe_url("https://tinh.example.gov.vn/", KEY, "a@b.vn") == url
     assert read_token(KEY, url.rsplit("/", 1)[1]) == "a@b.vn"
+
+
+def test_each_purpose_opens_only_its_own_door() -> None:
+    moment = datetime(2026, 12, 2, 1, 40, 7, 900_000, tzinfo=UTC)
+    unsubscribe = make_token(KEY, "Lan@Example.org")
+    preferences = make_token(KEY, "Lan@Example.org", PREFERENCES)
+    confirm = confirm_token(KEY, "Lan@Example.org", moment)
+    assert len({unsubscribe, preferences, confirm}) == 3
+    assert read_token(KEY, preferences, PREFERENCES) == "lan@example.org"
+    assert read_token(KEY, unsubscribe, PREFERENCES) is None  # an unsubscribe link opens nothing
+    assert read_token(KEY, preferences) is None  # a preferences link unsubscribes nobody
+    assert read_confirm_token(KEY, preferences) is None
+    assert read_token(KEY, confirm) is None
+    found = read_confirm_token(KEY, confirm)
+    assert found is not None
+    assert found[0] == "lan@example.org"
+    assert issued_at(found[1]) == moment.replace(microsecond=0)  # names its request's second
+    assert read_confirm_token(b"q" * 32, confirm) is None
+    assert preferences_url("https://x.vn/", KEY, "a@b.vn").startswith("https://x.vn/preferences/")

@@ -130,3 +130,29 @@ def test_a_template_that_fails_for_every_page_fails_the_build_and_keeps_the_file
             Source(settings.source.dir, settings.site.zone).scan(), NOW
         )
     assert (project / "public" / "rss.xml").read_bytes() == rss
+
+
+def test_the_form_on_every_category_page_offers_a_category_that_appears(
+    settings: Settings, write: Callable[[str, str], Path], project: Path
+) -> None:
+    form_on = settings.model_copy(
+        update={"subscribe": settings.subscribe.model_copy(update={"enabled": True})}
+    )
+    write("a.md", article("Lịch tiếp công dân tháng 12", "2026-11-25", "Lịch tiếp công dân"))
+    source = Source(settings.source.dir, settings.site.zone)
+    builder = Builder(form_on, settings.site.templates_dir)
+    builder.build(source.scan(), NOW)
+    page = project / "public/categories/lich-tiep-cong-dan/index.html"
+    assert 'value="lich-tiep-cong-dan" checked' in page.read_text(encoding="utf-8")
+    assert 'value="tuyen-dung"' not in page.read_text(encoding="utf-8")
+    assert builder.build(source.scan(), NOW).written == ()  # nothing new: nothing rendered
+
+    write("b.md", article("Kết quả tuyển dụng", "2026-11-26", "Tuyển dụng"))
+    report = builder.build(source.scan(), NOW)
+    assert "categories/lich-tiep-cong-dan/index.html" in report.written
+    assert 'value="tuyen-dung">' in page.read_text(encoding="utf-8")
+    assert "categories/lich-tiep-cong-dan/rss.xml" not in report.written  # same bytes
+
+    plain = Builder(settings, settings.site.templates_dir)  # the form off: no form at all
+    plain.build(source.scan(), NOW)
+    assert "/subscribe" not in page.read_text(encoding="utf-8")

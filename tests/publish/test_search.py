@@ -113,17 +113,43 @@ def test_a_failed_index_keeps_the_previous_one(public: Path, tmp_path: Path) -> 
     assert search(public, ["tiep"], tmp_path)["tiep"]
 
 
+def test_past_its_memory_limit_indexing_stops_and_says_which_setting(
+    public: Path, tmp_path: Path
+) -> None:
+    """Pagefind takes ~1.7 GB per 10,000 pages and did not finish 100,000 within 12 GiB: on a
+    modest host it must stop at search.memory_limit, not take the host's memory."""
+    index_site(public, memory_mib=1024)  # a small site fits
+    with pytest.raises(SearchIndexError, match=r"search\.memory_limit = 48 MiB") as caught:
+        index_site(public, memory_mib=48)
+    assert "previous index stays" in str(caught.value)
+    assert search(public, ["tiep"], tmp_path)["tiep"]  # the previous index still answers
+    with pytest.raises(SearchIndexError, match=r"search\.memory_limit = 48 MiB"):
+        asyncio.run(index_site_async(public, 48))
+
+    told: list[tuple[bool, str]] = []  # what the daemon's health is told
+
+    async def daemon(memory_mib: int) -> None:
+        indexer = SearchIndexer(quiet=0, on_done=lambda ok, detail, _: told.append((ok, detail)))
+        indexer.built(public, memory_mib=memory_mib)
+        await indexer.idle()
+
+    asyncio.run(daemon(48))
+    asyncio.run(daemon(1024))
+    assert [ok for ok, _ in told] == [False, True]
+    assert "search.memory_limit = 48 MiB" in told[0][1] and "4 pages" in told[1][1]
+
+
 def test_the_daemon_indexes_once_after_a_burst_of_builds(public: Path, tmp_path: Path) -> None:
     runs: list[Path] = []
 
-    async def counted(output: Path) -> object:
+    async def counted(output: Path, memory_mib: int | None) -> object:
         runs.append(output)
-        return await index_site_async(output)
+        return await index_site_async(output, memory_mib)
 
     async def burst() -> SearchIndexer:
         indexer = SearchIndexer(quiet=0, run=counted)  # type: ignore[arg-type]
         for _ in range(3):
-            indexer.built(public)
+            indexer.built(public, memory_mib=1024)
         await indexer.idle()
         indexer.built(public, changed=False)  # nothing new: no run
         await indexer.idle()
