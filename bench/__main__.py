@@ -13,10 +13,11 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench import data, procs, serve
+from bench import data, pg, procs, serve
 
 HERE = Path(__file__).resolve().parent
 BANTIN = str(Path(sys.executable).with_name("bantin"))
@@ -25,17 +26,19 @@ QUICK = {
     "articles": [2000],
     "subscribers": [1000],
     "memory": (1000, 3000),
-    "reps": {"rescan": 5, "build": 3, "delivery": 3},
+    "reps": {"rescan": 5, "build": 3, "delivery": 3, "cluster": 1},
     "serve_seconds": 2,
     "send_during": 2000,
+    "cluster_subscribers": 5000,
 }
 FULL = {
     "articles": [10_000, 100_000],
     "subscribers": [10_000, 100_000],
     "memory": (10_000, 100_000),
-    "reps": {"rescan": 5, "build": 3, "delivery": 3},
+    "reps": {"rescan": 5, "build": 3, "delivery": 3, "cluster": 1},
     "serve_seconds": 10,
     "send_during": 10_000,
+    "cluster_subscribers": 20_000,  # issue 10's figure
 }
 DIGEST_ARTICLES = 60  # published articles at digest time; each subscriber gets the newest 10
 
@@ -88,11 +91,19 @@ def bench_articles(work: Path, count: int, reps: dict[str, int]) -> dict[str, An
     for rep in range(build_reps):
         log(f"{count} articles: cold bantin build {rep + 1}/{build_reps}")
         shutil.rmtree(base / "project" / "public", ignore_errors=True)
+        shutil.rmtree(base / "project" / "var" / "cache", ignore_errors=True)  # the indexes
         built = procs.run_worker(BANTIN, "--config", str(config), "build", cwd=base / "project")
         builds.append(built.seconds)
         parsed = procs.run_worker("parse-baseline", str(content))
         parses.append(parsed.seconds)
         parses_in_process.append(parsed.result["seconds"])
+
+    # a restart: the same command again over the output and indexes the last build left
+    warm: list[float] = []
+    for rep in range(build_reps):
+        log(f"{count} articles: warm bantin build {rep + 1}/{build_reps}")
+        built = procs.run_worker(BANTIN, "--config", str(config), "build", cwd=base / "project")
+        warm.append(built.seconds)
 
     log(f"{count} articles: rescans and one-file rebuilds (in one process)")
     shutil.rmtree(base / "project" / "public", ignore_errors=True)
@@ -104,6 +115,7 @@ def bench_articles(work: Path, count: int, reps: dict[str, int]) -> dict[str, An
         "articles": count,
         "generate_seconds": generated,
         "bantin_build_seconds": builds,
+        "bantin_warm_build_seconds": warm,
         "parse_baseline_seconds": parses,
         "parse_baseline_in_process_seconds": parses_in_process,
         **scan,
@@ -166,6 +178,67 @@ def bench_delivery(
         raws.append(raw.result)
     shutil.rmtree(base, ignore_errors=True)
     return {"subscribers": subscribers, "setup": setup, "runs": runs, "raw_smtp": raws}
+
+
+def _sent_in(run: procs.Finished, helper: procs.Finished | None = None) -> dict[str, Any]:
+    sent = run.result["sent"]  # the planner reports the whole run's, every host's included
+    seconds = run.result["seconds"]
+    return {
+        "seconds": seconds,
+        "sent": sent,
+        "messages_per_second": sent / seconds if seconds else 0.0,
+        "helper_sent": helper.result["sent"] if helper else 0,
+    }
+
+
+def bench_cluster(work: Path, sink: procs.Sink, subscribers: int, reps: int) -> dict[str, Any]:
+    """Issue 10: one digest run on SQLite, on PostgreSQL, and on PostgreSQL with two hosts
+    (a second process helps send, as a standby host does), all to the same sink."""
+    config = digest_project(work, sink, subscribers, "daily")
+    base = config.parent
+    db = base / "var" / "bantin.db"
+    template = base / "template.db"
+    result: dict[str, Any] = {"subscribers": subscribers, "sqlite": [], "postgres": []}
+    result["postgres_two_hosts"] = []
+    log(f"cluster, {subscribers} subscribers: SQLite ledger")
+    procs.run_worker("digest-setup", str(config))
+    db.replace(template)
+    for rep in range(reps):
+        log(f"cluster, {subscribers} subscribers: SQLite run {rep + 1}/{reps}")
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(template, db)
+        result["sqlite"].append(_sent_in(procs.run_worker("digest", str(config))))
+    server, described = pg.start()
+    result["postgres_server"] = described
+    if server is None:
+        log(described)
+        shutil.rmtree(base, ignore_errors=True)
+        return result
+    try:
+        log(f"cluster, {subscribers} subscribers: PostgreSQL ledger")
+        url = server.create("bench_template")
+        procs.run_worker("digest-setup", str(config), "--state-url", url)
+        for rep in range(reps):
+            for hosts in (1, 2):
+                log(f"cluster, {subscribers} subscribers: PostgreSQL, {hosts} host(s), {rep + 1}")
+                name = f"bench_{rep}_{hosts}"
+                copy = server.create(name, template="bench_template")
+                helper = None
+                with ThreadPoolExecutor(1) as pool:
+                    if hosts == 2:
+                        helper = pool.submit(
+                            procs.run_worker, "digest-help", str(config), "--state-url", copy
+                        )
+                    run = procs.run_worker("digest", str(config), "--state-url", copy)
+                    helped = helper.result() if helper else None
+                key = "postgres" if hosts == 1 else "postgres_two_hosts"
+                result[key].append(_sent_in(run, helped))
+                server.drop(name)
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return result
 
 
 # -- 5: serving ----------------------------------------------------------------------------------
@@ -262,9 +335,9 @@ def _s(value: float) -> str:
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
 
-def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    ratios: dict[str, float] = {}
+    ratios: dict[str, Any] = {}  # a ratio, or None with the reason beside it
 
     def row(name: str, fig: str, base: str, ratio: float, target: str, ok: bool | None) -> None:
         rows.append(
@@ -315,6 +388,20 @@ def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict
             f"≤ 1.5×rescan+page = {_s(1.5 * rescan + page)}",
             rebuild <= 1.5 * rescan + page,
         )
+        if size.get("bantin_warm_build_seconds"):
+            warm = median(size["bantin_warm_build_seconds"])
+            ratio = warm / rescan
+            ratios[f"warm_start_vs_rescan@{n}"] = ratio
+            row(
+                f"warm bantin build (a restart), {n}",
+                _s(warm),
+                f"unchanged rescan {_s(rescan)}",
+                ratio,
+                "≤ 2",
+                ratio <= 2,
+            )
+            if i == len(sizes) - 1:
+                ratios["warm_start_vs_rescan"] = ratio
         search = size.get("search_index")
         if search:
             per_page = search["seconds"] / max(search["pages"], 1)
@@ -353,6 +440,38 @@ def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict
         )
         if i == 0:
             ratios["delivery_vs_raw_smtp"] = ratio
+
+    cluster = figures.get("cluster")
+    if cluster:
+        n = cluster["subscribers"]
+        sqlite = median([r["messages_per_second"] for r in cluster["sqlite"]])
+        if not cluster["postgres"]:
+            for key in ("postgres_vs_sqlite", "two_hosts_vs_one"):
+                ratios[key] = None
+                ratios[f"{key}_reason"] = cluster["postgres_server"]
+            row(f"PostgreSQL delivery, {n}", "—", cluster["postgres_server"], 0.0, "≥ 0.8", None)
+        else:
+            one = median([r["messages_per_second"] for r in cluster["postgres"]])
+            two = median([r["messages_per_second"] for r in cluster["postgres_two_hosts"]])
+            ratios["postgres_vs_sqlite"] = one / sqlite
+            ratios["two_hosts_vs_one"] = two / one
+            row(
+                f"digest delivery on PostgreSQL, {n} subscribers",
+                f"{one:.0f} msg/s",
+                f"SQLite {sqlite:.0f} msg/s",
+                one / sqlite,
+                "≥ 0.8",
+                one / sqlite >= 0.8,
+            )
+            helped = min(r["helper_sent"] for r in cluster["postgres_two_hosts"])
+            row(
+                f"two hosts on one PostgreSQL, {n} subscribers (the second sent ≥ {helped})",
+                f"{two:.0f} msg/s",
+                f"one host {one:.0f} msg/s",
+                two / one,
+                "≥ 1.6",
+                two / one >= 1.6,
+            )
 
     memory = figures.get("memory")
     if memory:
@@ -419,10 +538,17 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     top.add_argument("--quick", action="store_true", help="small sizes, about a minute")
-    top.add_argument("--only", nargs="*", choices=["scan", "delivery", "memory", "serving"])
+    top.add_argument(
+        "--only", nargs="*", choices=["scan", "delivery", "memory", "serving", "cluster"]
+    )
     top.add_argument("--output", default=str(HERE / "results.json"))
     top.add_argument("--profile", help="write a pyinstrument profile of one digest run here")
     top.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    top.add_argument(
+        "--subscribers", type=int, nargs="*", help="delivery sizes instead of the plan's"
+    )
+    top.add_argument("--articles", type=int, nargs="*", help="article counts instead of the plan's")
+    top.add_argument("--cluster-subscribers", type=int, help="the cluster run's size")
     args = top.parse_args(argv)
 
     def interrupted(signum: int, _frame: object) -> None:
@@ -432,8 +558,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
-    plan = QUICK if args.quick else FULL
-    only = set(args.only or ["scan", "delivery", "memory", "serving"])
+    plan: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    if args.subscribers:
+        plan["subscribers"] = args.subscribers
+    if args.articles:
+        plan["articles"] = args.articles
+    if args.cluster_subscribers:
+        plan["cluster_subscribers"] = args.cluster_subscribers
+    only = set(args.only or ["scan", "delivery", "memory", "serving", "cluster"])
     work = Path(tempfile.mkdtemp(prefix="bantin-bench-"))
     started = time.monotonic()
     figures: dict[str, Any] = {"mode": "quick" if args.quick else "full"}
@@ -463,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
                 "small_rss_kib": [r["peak_rss_kib"] for r in by_size[small]["runs"]],
                 "large_rss_kib": [r["peak_rss_kib"] for r in by_size[large]["runs"]],
             }
+        if "cluster" in only:
+            figures["cluster"] = bench_cluster(
+                work, sink, plan["cluster_subscribers"], plan["reps"]["cluster"]
+            )
         if "serving" in only:
             figures["serving"] = bench_serving(
                 work, sink, plan["serve_seconds"], plan["send_during"]

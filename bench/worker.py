@@ -151,11 +151,15 @@ def cmd_search_index(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _digest_inputs(config: Path) -> tuple[Any, list[Any]]:
+def _digest_inputs(config: Path, state_url: str | None = None) -> tuple[Any, list[Any]]:
     from service.content.source import Source
     from service.settings import load_settings
 
     settings = load_settings(config)
+    if state_url:  # another ledger than the config's (PostgreSQL: bench/pg.py)
+        settings = settings.model_copy(
+            update={"state": settings.state.model_copy(update={"url": state_url})}
+        )
     scan = Source(settings.source.dir, settings.site.zone).scan()
     return settings, scan.published(datetime.now(UTC))
 
@@ -170,12 +174,12 @@ def cmd_digest_setup(args: argparse.Namespace) -> dict[str, Any]:
     from service.mail.mime import message_id
     from service.mail.subscribers import read_entries
 
-    settings, published = _digest_inputs(Path(args.config))
+    settings, published = _digest_inputs(Path(args.config), args.state_url)
     now = datetime.now(UTC)
     state = State(settings.state.url)
     try:
         old = published[args.fresh :]
-        state.articles.record([a.id for a in old], now)
+        state.articles.record([(a.id, a.fingerprint, a.source) for a in old], now)
         chunk = []
         count = 0
         for entry in read_entries(settings.mail.subscribers_file):
@@ -212,7 +216,7 @@ def cmd_digest(args: argparse.Namespace) -> dict[str, Any]:
     from service.mail.subscribers import read_entries
     from service.mail.transport import SmtpTransport
 
-    settings, published = _digest_inputs(Path(args.config))
+    settings, published = _digest_inputs(Path(args.config), args.state_url)
     known = {a.category.slug: a.category.name for a in published}
     rss_before = peak_rss_kib()
     profiler = None
@@ -232,6 +236,7 @@ def cmd_digest(args: argparse.Namespace) -> dict[str, Any]:
             read_entries(settings.mail.subscribers_file, known),
             retry_delays=(),
             processes=default_processes(),
+            host=args.host,
         )
 
         async def go() -> Any:
@@ -260,6 +265,64 @@ def cmd_digest(args: argparse.Namespace) -> dict[str, Any]:
         "rss_before_run_kib": rss_before,
         "peak_rss_kib": peak_rss_kib(),
     }
+
+
+def cmd_digest_help(args: argparse.Namespace) -> dict[str, Any]:
+    """A second host: waits for the run another process plans, and helps send it (the
+    standby's senders, runtime/helping.py) until nothing is left."""
+    from service import clock
+    from service.ledger import State
+    from service.mail.compose import Composer
+    from service.mail.compose_workers import ComposeWorkers, default_processes
+    from service.mail.outcomes import Outcomes, RunReport
+    from service.mail.senders import Senders
+    from service.mail.transport import SmtpTransport
+
+    settings, published = _digest_inputs(Path(args.config), args.state_url)
+    state = State(settings.state.url)
+    deadline = time.monotonic() + args.wait
+    try:
+        composer = Composer(settings, settings.server.secret_key.get_secret_value().encode())
+        articles = {a.id: a for a in published}
+        composers = ComposeWorkers(composer, articles.values(), default_processes())
+        while not (runs := state.claims.active()):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no run started within {args.wait} s")
+            time.sleep(0.05)
+        run = runs[0]
+        report = RunReport(run.frequency)  # type: ignore[arg-type]
+        transport = SmtpTransport(settings.smtp)
+        outcomes = Outcomes(state, report, where=transport.name, clock=clock.now)
+        senders = Senders(
+            state,
+            composer,
+            transport,
+            run.run,
+            args.host,
+            articles,
+            outcomes,
+            composers,
+            clock=clock.now,
+            planner=False,
+            halted=lambda: report.stopped is not None,
+        )
+
+        def planning() -> bool:
+            return any(r.run == run.run for r in state.claims.active())
+
+        async def go() -> None:
+            try:
+                await senders.drain(planning)
+            finally:
+                await transport.close()
+
+        started = time.perf_counter()
+        asyncio.run(go())
+        seconds = time.perf_counter() - started
+        composers.close()
+    finally:
+        state.close()
+    return {"seconds": seconds, "sent": report.sent, "stopped": report.stopped}
 
 
 def cmd_raw_smtp(args: argparse.Namespace) -> dict[str, Any]:
@@ -337,12 +400,21 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("digest-setup")
     p.add_argument("config")
     p.add_argument("--fresh", type=int, default=10)
+    p.add_argument("--state-url")
     p.add_argument("--sample")
     p.set_defaults(func=cmd_digest_setup)
     p = commands.add_parser("digest")
     p.add_argument("config")
     p.add_argument("--profile", help="write a pyinstrument profile of the run here")
+    p.add_argument("--state-url")
+    p.add_argument("--host", default="bench-a")
     p.set_defaults(func=cmd_digest)
+    p = commands.add_parser("digest-help")
+    p.add_argument("config")
+    p.add_argument("--state-url")
+    p.add_argument("--host", default="bench-b")
+    p.add_argument("--wait", type=float, default=300)
+    p.set_defaults(func=cmd_digest_help)
     p = commands.add_parser("raw-smtp")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)

@@ -166,9 +166,22 @@ class SearchSettings(_Section):
 
 
 class StateSettings(_Section):
-    """[state]: the URL of the state database (the ledger)."""
+    """[state]: the URL of the state database (the ledger), and this host's cache folder."""
 
     url: str = "sqlite:///var/bantin.db"
+    # what the last scan parsed and the last build rendered, so that a restart re-reads
+    # nothing (content/index.py); each host keeps its own, deleting it only costs a cold start
+    cache_dir: Path = Path("var/cache")
+
+    @property
+    def scan_index(self) -> Path:
+        """The scan's index file (content/index.py)."""
+        return self.cache_dir / "scan.index"
+
+    @property
+    def build_index(self) -> Path:
+        """The build's index file (publish/build.py)."""
+        return self.cache_dir / "build.index"
 
 
 class ScheduleSettings(_Section):
@@ -271,6 +284,8 @@ class SmtpSettings(_Section):
     concurrency: int = Field(default=4, ge=1, le=64)
     # messages per second across all connections (mail.pace); None: as fast as the relay takes
     max_rate: float | None = Field(default=None, gt=0, le=10_000, allow_inf_nan=False)
+    # RFC 2920 with servers that offer it (mail.pipelined); false: one command at a time
+    pipelining: bool = True
 
 
 class BouncesSettings(_Section):

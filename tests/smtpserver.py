@@ -4,9 +4,15 @@ with running_server() as server:
     server.script("busy@example.org", "450 4.2.1 try later", times=2)
     server.script("gone@example.org", "550 5.1.1 no such user")
     server.script("drop@example.org", "drop")   # 421 and the connection closed
+    server.script("cut@example.org", "drop-now")  # 421 and closed before any other reply
+    server.script("cut@example.org", "hangup")  # the connection closed without a reply
+    server.script("x@example.org", "451 4.3.0 later", stage="data")  # to DATA (not 354)
+    server.script("x@example.org", "552 5.3.4 too big", stage="message")  # after the data
+    server.script("sender@example.org", "421 4.3.2 bye", stage="mail")  # MAIL FROM this
     server.mail_reply = "550 5.7.1 sender rejected"  # to MAIL FROM, until set to None
     server.data_reply = "554 5.7.1 content rejected"  # after the message, until None
     server.hold()      # each DATA is recorded, then waits for its 250 until release()
+    running_server(pipelining=False)  # a server that does not offer PIPELINING (RFC 2920)
     ...
     server.received   # [Received(recipient, data, peer), ...]
     server.connections, server.quits   # the client (host, port) of each EHLO, each QUIT
@@ -31,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -72,14 +78,17 @@ class Recorder:
     data_delay: float = 0.0  # seconds the server takes over each DATA (a slow server)
     mail_reply: str | None = None  # a refusal of MAIL FROM, for every message while set
     data_reply: str | None = None  # a refusal after DATA, for every message while set
+    pipelining: bool = True  # offer PIPELINING (RFC 2920) in the EHLO reply, as Postfix does
     received: list[Received] = field(default_factory=list)
     started: int = 0  # DATA commands begun
     attempts: dict[str, int] = field(default_factory=dict)  # RCPT commands seen per address
     gate: threading.Event = field(default_factory=threading.Event)  # set: DATA is answered
     connections: list[tuple[str, int]] = field(default_factory=list)  # the peer of each EHLO
     quits: list[tuple[str, int]] = field(default_factory=list)  # the peer of each QUIT
-    _script: dict[str, list[str]] = field(default_factory=dict)
-    _always: dict[str, str] = field(default_factory=dict)
+    # (stage, address) -> replies: stage "mail" is keyed by the sender, the others by the
+    # recipient ("rcpt": RCPT TO, "data": the DATA command, "message": after the data)
+    _script: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    _always: dict[tuple[str, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -93,12 +102,41 @@ class Recorder:
         """Answer the messages held, and those to come."""
         self.gate.set()
 
-    def script(self, address: str, reply: str, times: int | None = None) -> None:
-        """Answer RCPT TO ``address`` with ``reply`` ``times`` times (None: always)."""
-        if times is None:
-            self._always[address] = reply
-        else:
-            self._script.setdefault(address, []).extend([reply] * times)
+    def script(
+        self, address: str, reply: str, times: int | None = None, stage: str = "rcpt"
+    ) -> None:
+        """Answer ``address`` at ``stage`` with ``reply`` ``times`` times (None: always).
+
+        ``stage``: "mail" (MAIL FROM ``address``), "rcpt" (RCPT TO ``address``), "data" (the
+        DATA command of a message to ``address``, instead of 354) or "message" (after its
+        data, instead of 250). ``reply``: a reply line, "drop" (421, then the connection is
+        closed) or "hangup" (the connection is closed without a reply)."""
+        assert stage in ("mail", "rcpt", "data", "message"), stage
+        with self._lock:
+            if times is None:
+                self._always[(stage, address)] = reply
+            else:
+                self._script.setdefault((stage, address), []).extend([reply] * times)
+
+    def _scripted(self, stage: str, address: str) -> str | None:
+        with self._lock:
+            queued = self._script.get((stage, address))
+            return queued.pop(0) if queued else self._always.get((stage, address))
+
+    @staticmethod
+    def _play(server: Any, reply: str) -> str | None:
+        """The reply to push for a scripted ``reply``; None: hang up without one."""
+        if reply == "hangup":
+            server.transport.close()
+            return None
+        if reply == "drop":
+            asyncio.get_running_loop().call_later(0.01, server.transport.close)
+            return "421 4.3.2 closing the connection"
+        if reply == "drop-now":  # closed before a reply to any command pipelined after this
+            server.transport.write(b"421 4.3.2 closing the connection\r\n")
+            server.transport.close()  # the 421 is flushed first
+            return None
+        return reply
 
     def clear(self) -> None:
         with self._lock:
@@ -122,6 +160,8 @@ class Recorder:
         session.host_name = hostname
         with self._lock:
             self.connections.append(session.peer)
+        if self.pipelining:  # aiosmtpd reads commands in turn: pipelined ones queue up
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
@@ -134,6 +174,9 @@ class Recorder:
     ) -> str:
         if self.mail_reply:
             return self.mail_reply
+        scripted = self._scripted("mail", address)
+        if scripted:
+            return self._play(server, scripted) or _SILENT
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -143,13 +186,9 @@ class Recorder:
     ) -> str:
         with self._lock:
             self.attempts[address] = self.attempts.get(address, 0) + 1
-            queued = self._script.get(address)
-            reply = queued.pop(0) if queued else self._always.get(address)
-        if reply == "drop":
-            asyncio.get_running_loop().call_later(0.01, server.transport.close)
-            return "421 4.3.2 closing the connection"
+        reply = self._scripted("rcpt", address)
         if reply:
-            return reply
+            return self._play(server, reply) or _SILENT
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -158,6 +197,9 @@ class Recorder:
         assert isinstance(data, bytes)
         if self.data_reply:
             return self.data_reply
+        scripted = self._scripted("message", envelope.rcpt_tos[0]) if envelope.rcpt_tos else None
+        if scripted:
+            return self._play(server, scripted) or _SILENT
         with self._lock:
             self.started += 1
             for rcpt in envelope.rcpt_tos:
@@ -168,6 +210,30 @@ class Recorder:
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         return "250 2.0.0 accepted"
+
+
+_SILENT = "421 4.3.2 (never seen: the connection is closed)"
+
+
+class _ScriptedSMTP(SMTP):
+    """aiosmtpd's session, with the DATA command itself scriptable (Recorder.script)."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        recorder = self.event_handler
+        envelope = self.envelope
+        if isinstance(recorder, Recorder) and envelope is not None and envelope.rcpt_tos:
+            scripted = recorder._scripted("data", envelope.rcpt_tos[0])
+            if scripted:
+                reply = recorder._play(self, scripted)
+                if reply is not None:
+                    await self.push(reply)
+                return
+        await super().smtp_DATA(arg)
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _ScriptedSMTP(self.handler, **self.SMTP_kwargs)
 
 
 @dataclass
@@ -189,8 +255,9 @@ def running_server(
     port: int | None = None,
     password: str | None = None,
     recorder: Recorder | None = None,
+    pipelining: bool = True,
 ) -> Iterator[Server]:
-    recorder = recorder or Recorder(data_delay=data_delay)
+    recorder = recorder or Recorder(data_delay=data_delay, pipelining=pipelining)
     port = port or free_port()
     options: dict[str, Any] = {}
     if password is not None:
@@ -207,7 +274,9 @@ def running_server(
         # loopback only: AUTH without TLS is what the tests mean to allow
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, decode_data=False, **options)
+    controller = _Controller(
+        recorder, hostname="127.0.0.1", port=port, decode_data=False, **options
+    )
     controller.start()
     try:
         yield Server(port, recorder, controller)

@@ -48,10 +48,14 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     """
     started = time.monotonic()
     identities = known_identities(settings)
-    scan = Source(settings.source.dir, settings.site.zone, *identities).scan()
+    source = Source(
+        settings.source.dir, settings.site.zone, *identities, index=settings.state.scan_index
+    )
+    scan = source.scan()
     for problem in scan.problems:
         print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
-    report = Builder(settings, settings.site.templates_dir).build(scan, clock.now())
+    builder = Builder(settings, settings.site.templates_dir, index=settings.state.build_index)
+    report = builder.build(scan, clock.now())
     for problem in report.problems:
         print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)
     skipped = len(scan.problems) + len(report.problems)

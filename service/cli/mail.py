@@ -50,7 +50,11 @@ MAX_BOUNCE = 25 * 2**20  # bytes of a returned message bantin bounce reads
 def _published(
     settings: Settings, state: State, at: datetime, *, quiet: bool = False
 ) -> list[Article]:
-    scan = Source(settings.source.dir, settings.site.zone, *state.articles.identities()).scan()
+    identities = state.articles.identities()
+    source = Source(
+        settings.source.dir, settings.site.zone, *identities, index=settings.state.scan_index
+    )
+    scan = source.scan()
     if not quiet:
         for problem in scan.problems:
             print(f"skipped {settings.source.dir}/{problem}", file=sys.stderr)

@@ -17,6 +17,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from service import workers
+from service.content import index
+from service.content.index import Throttle as index_throttle
 from service.content.parse import parse_markdown, parse_portal
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, printable
@@ -249,6 +251,11 @@ class Source:
     and restarts: its entry ids in the feeds stay the same and it is not news again. Only an id
     made from the path is taken over (an explicit ``id:`` is always kept), and only from an
     article no file claims any more.
+
+    ``index`` (a cache file, see content/index.py) keeps each file's stamp and parse across
+    restarts: the first scan after a restart stats every file as a rescan does and parses only
+    those whose stamp differs from the index's. A missing, damaged or foreign index (another
+    bantin, another source directory or zone) means a cold first scan.
     """
 
     def __init__(
@@ -257,9 +264,13 @@ class Source:
         zone: ZoneInfo,
         identities: Mapping[str, str] | None = None,
         places: Mapping[str, str] | None = None,
+        index: Path | None = None,
     ) -> None:
         self.root = root
         self.zone = zone
+        self.index = index
+        self._throttle = index_throttle()
+        self.parsed = 0  # files parsed by the last scan (for tests and benchmarks)
         self._identities: dict[str, str] = dict(identities or {})  # fingerprint -> id
         self._places: dict[str, str] = dict(places or {})  # path -> the id it was recorded as
         # path -> (the id it took over from a moved file, its own parse, the parse with that id)
@@ -284,8 +295,14 @@ class Source:
                 f"source directory cannot be read ({exc.strerror or 'not a directory'}); "
                 "create it or set [source] dir in the config",
             ) from None
+        key = (index.code_version(), real_root, str(self.zone))
+        if self._last is None and self.index is not None and not self._files:
+            saved = index.load(self.index, key)
+            if isinstance(saved, dict):
+                self._files = saved
         walk = _Walk(real_root, self._files)
         walk.run(self.root)
+        self.parsed = len(walk.changed)
         files = self._files  # updated in place: an unchanged tree of 100,000 costs no copy
         removals = walk.matched < len(files)  # some file of the last scan was not seen
         before = {relative: files.get(relative) for relative, _ in walk.changed}
@@ -304,6 +321,12 @@ class Source:
             for path in removed:
                 before[path] = files.pop(path)
             changed += removed
+        if self.index is not None and self._throttle.due(bool(changed)):
+            # a file that could not be parsed is tried again after a restart (a permission
+            # fixed, a file that was being written): only parses are kept
+            index.save(
+                self.index, key, {p: f for p, f in files.items() if isinstance(f[1], Article)}
+            )
         problem_keys = [str(p) for p in walk.problems]
         same_problems = problem_keys == self._walk_problems
         if self._last is not None and not changed and same_problems:

@@ -30,6 +30,7 @@ from service.mail.mime import (
     build_message,
     format_address,
 )
+from service.mail.renders import SharedRenders
 from service.mail.tokens import preferences_url, unsubscribe_url
 from service.mail.verp import return_path, unsubscribe_mailto
 from service.model import FREQUENCIES, Article, Category, Event, Frequency, Subscriber
@@ -130,6 +131,8 @@ class Composer:
             self.images = (
                 InlineImage(f"logo@bantin.{self.domain}", media_type, logo, f"logo.{extension}"),
             )
+        # digests of the same articles rendered once, personal values put in (renders.py)
+        self.shared = SharedRenders(self, EMAIL_TEMPLATES[:3], HTML_BUDGET, EMAIL_TEMPLATES[3:])
 
     def envelope_sender(self, delivery_id: int | None, email: str) -> str:
         """The SMTP envelope sender (MAIL FROM) of delivery ``delivery_id`` to ``email``: its
@@ -249,7 +252,16 @@ class Composer:
         ``delivery_id`` (the ledger's) signs the ``mailto:`` unsubscribe fallback when
         ``mail.bounce_address`` is set; without it the message has only the HTTPS link. When
         its articles have events, the message carries them as a calendar (see ``calendar``)."""
-        rendered = self.render(subscriber, articles, frequency, now, events)
+
+        def whole() -> tuple[str, str, str]:
+            rendered = self.render(subscriber, articles, frequency, now, events)
+            return rendered.subject, rendered.text, rendered.html
+
+        # an update of sessions is told to those who were sent them: such digests are not shared
+        shared = None
+        if not events.updates:
+            shared = self.shared.render(subscriber, articles, frequency, now, whole)
+        rendered = Rendered(*(shared or whole()), frequency)
         calendar = self.calendar(articles, events)
         return self.message_bytes(subscriber, rendered, message_id, now, delivery_id, calendar)
 

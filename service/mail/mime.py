@@ -9,6 +9,7 @@ CR/LF before it is written.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,9 +60,11 @@ def check_header(name: str, value: str) -> str:
 
 
 def _printable(text: str) -> bool:
-    return text.isascii() and all(32 <= ord(c) < 127 for c in text)
+    """ASCII from space to tilde only (for ASCII, isprintable() excludes exactly 0-31 and 127)."""
+    return text.isascii() and text.isprintable()
 
 
+@functools.lru_cache(maxsize=1024)  # a run's subject and sender are the same in every message
 def encode_words(text: str) -> str:
     """A header value for ``text``: plain ASCII folded at spaces, else RFC 2047 encoded words.
 
@@ -73,17 +76,18 @@ def encode_words(text: str) -> str:
         folded = _fold(text)
         if folded is not None:
             return folded
+    # Words of at most _WORD_BYTES bytes, cut between characters: a cut steps back over
+    # UTF-8 continuation bytes (0b10xxxxxx), so no character is split across two words.
+    data = text.encode("utf-8")
     words = []
-    chunk = bytearray()
-    for char in text:
-        encoded = char.encode("utf-8")
-        if len(chunk) + len(encoded) > _WORD_BYTES:
-            words.append(chunk)
-            chunk = bytearray()
-        chunk += encoded
-    if chunk:
-        words.append(chunk)
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(bytes(w)).decode()}?=" for w in words)
+    start, end = 0, len(data)
+    while start < end:
+        cut = min(start + _WORD_BYTES, end)
+        while cut < end and data[cut] & 0xC0 == 0x80:
+            cut -= 1
+        words.append(data[start:cut])
+        start = cut
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
 
 
 def _fold(text: str, width: int = 76) -> str | None:
@@ -137,15 +141,18 @@ def _html_part(boundary: str, html: bytes, images: Sequence[InlineImage]) -> byt
 def body_part(data: str) -> bytes:
     """``data`` as a MIME text body: CRLF line breaks, UTF-8, base64 in 76-character lines."""
     # MIME text is canonical with CRLF line breaks, inside the base64 too (RFC 2046 4.1.1)
-    canonical = data.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    if "\r" in data:
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
     # 76-character lines (RFC 2045); slicing once beats encodebytes' per-line encoding
-    return _base64_lines(canonical.encode("utf-8"))
+    return _base64_lines(data.replace("\n", "\r\n").encode("utf-8"))
 
 
 def _base64_lines(data: bytes) -> bytes:
     """``data`` (already canonical, as iCalendar's CRLF lines are) in 76-character base64 lines."""
     encoded = base64.b64encode(data)
-    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+    if not encoded:
+        return b""
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
 @dataclass(frozen=True, slots=True)

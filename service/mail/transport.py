@@ -22,6 +22,7 @@ from typing import Protocol
 
 import aiosmtplib
 
+from service.mail.pipelined import PipelinedConnection
 from service.mail.replies import Stage, Verdict, classify
 from service.settings import Settings, SmtpSettings
 
@@ -156,16 +157,26 @@ class MemoryTransport:
         return None
 
 
+_Connection = aiosmtplib.SMTP | PipelinedConnection
+
+
 class SmtpTransport:
-    """A pool of SMTP connections, each used by one sender at a time."""
+    """A pool of SMTP connections, each used by one sender at a time.
+
+    aiosmtplib sets each session up (connect, STARTTLS, login); with a server that offers
+    PIPELINING (RFC 2920, unless ``smtp.pipelining = false``) the session is then taken over by
+    a PipelinedConnection (pipelined.py), which sends a message in two round trips instead of
+    four. Both give the same Outcome for the same reply.
+    """
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self.concurrency = settings.concurrency
         self.name = f"mail server {settings.host}:{settings.port}"
         self.timeout = settings.timeout  # seconds per SMTP operation
-        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
-        self._open: set[aiosmtplib.SMTP] = set()
+        self._idle: asyncio.LifoQueue[_Connection] = asyncio.LifoQueue()
+        self._open: set[_Connection] = set()
+        self.pipelined = 0  # sessions taken over for pipelining (for tests and benchmarks)
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self.settings
@@ -181,28 +192,37 @@ class SmtpTransport:
             tls_context=ssl.create_default_context() if s.security != "none" else None,
         )
 
-    async def _acquire(self) -> aiosmtplib.SMTP:
+    async def _acquire(self) -> _Connection:
         while not self._idle.empty():
-            client = self._idle.get_nowait()
-            if client.is_connected:
-                return client
-            self._open.discard(client)
+            connection = self._idle.get_nowait()
+            if connection.is_connected:
+                return connection
+            self._open.discard(connection)
         client = self._client()
         await client.connect()
+        if self.settings.pipelining:
+            if client.is_ehlo_or_helo_needed:  # no login or STARTTLS asked for one yet
+                with contextlib.suppress(aiosmtplib.SMTPHeloError):
+                    await client.ehlo()  # a server without EHLO: sendmail falls back to HELO
+            pipelined = PipelinedConnection.take_over(client, self.timeout)
+            if pipelined is not None:
+                self.pipelined += 1
+                self._open.add(pipelined)
+                return pipelined
         self._open.add(client)
         return client
+
+    def _release(self, connection: _Connection) -> None:
+        if connection.is_connected:
+            self._idle.put_nowait(connection)
+        else:
+            self._open.discard(connection)
 
     async def _drop(self, client: aiosmtplib.SMTP) -> None:
         self._open.discard(client)
         # Closing a broken connection can fail in many ways; it is gone anyway.
         with contextlib.suppress(Exception):
             client.close()
-
-    def _release(self, client: aiosmtplib.SMTP) -> None:
-        if client.is_connected:
-            self._idle.put_nowait(client)
-        else:
-            self._open.discard(client)
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Outcome:
         """Send over an idle pooled connection, or a new one; a refusal, or a failure to connect,
@@ -219,6 +239,16 @@ class SmtpTransport:
             if failure is None:
                 raise
             return outcome(*failure)
+        if isinstance(client, PipelinedConnection):
+            try:
+                stage, answer = await client.send(sender, recipient, data)
+            finally:
+                self._release(client)
+            if answer is None:
+                return outcome(stage, None, client.protocol.lost or "connection lost")
+            if stage == "data" and answer.code == 250:
+                return Outcome(True, 250, answer.text, "data", time.monotonic() - started)
+            return outcome(stage, answer.code, answer.text)
         # aiosmtplib resets the envelope (RSET) itself after a refusal: the connection is
         # reused as it is, or dropped if the server closed it.
         try:
@@ -249,6 +279,8 @@ class SmtpTransport:
                 if client.is_connected:
                     await asyncio.wait_for(client.quit(), timeout=5)
             except Exception:  # the server may already be gone; nothing is lost by not saying QUIT
+                client.close()
+            if isinstance(client, PipelinedConnection):
                 client.close()
 
 

@@ -3,17 +3,27 @@
 The builder remembers which article each page was rendered from; since the source returns the
 same Article object for an unchanged file, a rebuild after one edit renders that one page, the
 index, and the small feeds, and nothing else.
+
+Across restarts the same holds through the build index (``index``, content/index.py): for each
+page written it keeps a digest of the article it was rendered from and the page file's
+(mtime, size). The first build after a restart renders only the pages whose article differs
+or whose file is not as it was left; a changed template, site setting or bantin release makes
+the index another key's, and every page is rendered again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from service import workers
+from service.content import index as saved_index
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, TemplateError
 from service.ical import SequenceOf, stateless_sequence
@@ -48,12 +58,23 @@ class Builder:
     """Writes the output directory from scans, rendering only what changed since its last build."""
 
     def __init__(
-        self, settings: Settings, templates_dir: Path, sequence: SequenceOf = stateless_sequence
+        self,
+        settings: Settings,
+        templates_dir: Path,
+        sequence: SequenceOf = stateless_sequence,
+        index: Path | None = None,
     ) -> None:
         """``sequence`` gives each event's SEQUENCE (default: from the article's ``updated:``);
         a ledger-backed one must be picklable (pages are rendered in worker processes) and
-        never below ``stateless_sequence``, which calendars may already hold."""
+        never below ``stateless_sequence``, which calendars may already hold. ``index``: the
+        build index file (see the module)."""
         self.settings = settings
+        self.index = index
+        self._seeded = index is None  # the build index is read by the first build only
+        self._throttle = saved_index.Throttle()
+        # page path -> (digest of the article it was rendered from, the file's mtime and size)
+        self._stamps: dict[str, tuple[str, tuple[int, int]]] = {}
+        self.rendered = 0  # article pages rendered by the last build (tests and benchmarks)
         self.templates_dir = templates_dir
         self.output = Output(settings.feeds.output_dir)
         logo = read_logo(settings.site)  # ConfigError: a bad logo stops start-up or a reload
@@ -96,6 +117,9 @@ class Builder:
         published = scan.published(now)
         written: list[str] = []
         produced: set[str] = set()
+        if not self._seeded:
+            self._seeded = True
+            self._seed(published)
 
         # Article pages first, by object identity: the source hands back the same object for
         # an unchanged file, so set arithmetic on ids finds the few pages to render. An article
@@ -107,6 +131,7 @@ class Builder:
             a for key, a in current.items() if key not in self._pages and key not in self._failed
         ]
         pages_written, failures, fault = self._write_pages(stale)
+        self.rendered = len(stale)
         if fault is not None and len(failures) == len(stale):
             # every page fails alike, and not on a limit its content hits: the template's fault
             raise fault
@@ -122,6 +147,10 @@ class Builder:
         produced |= self._page_paths
         written += pages_written
         self._pages = current
+        if self.index is not None:
+            self._note_pages([a for a in stale if id(a) in current])
+            if self._throttle.due(bool(stale or last.keys() - current.keys())):
+                self._save_index()
 
         failed = self._failed
         listed = [a for a in published if id(a) not in failed] if failed else published
@@ -199,6 +228,70 @@ class Builder:
         fault = errors[0] if len(alike) == 1 and not errors[0].limit else None
         return written, failures, fault
 
+    def _index_key(self) -> tuple[object, ...]:
+        """What every page depends on besides its article: bantin's code, the site settings,
+        the templates' bytes and where the pages are."""
+        templates = hashlib.blake2b(digest_size=16)
+        for path in sorted(self.templates_dir.rglob("*")):
+            if path.is_file():
+                templates.update(str(path.relative_to(self.templates_dir)).encode() + b"\0")
+                templates.update(path.read_bytes())
+        return (
+            saved_index.code_version(),
+            os.path.realpath(self.settings.feeds.output_dir),
+            repr(self.settings.site),
+            templates.hexdigest(),
+        )
+
+    def _page_stamp(self, path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(os.path.join(self.settings.feeds.output_dir, path))
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _seed(self, published: list[Article]) -> None:
+        """Take the pages the build index vouches for as written: each one's article must be
+        the same (by digest) and its files as they were left (mtime and size). An article with
+        sessions is always rendered again: its calendar's SEQUENCE may come from the ledger."""
+        assert self.index is not None
+        try:
+            key = self._index_key()
+        except OSError:
+            return
+        saved = saved_index.load(self.index, key)
+        if not isinstance(saved, dict):
+            return
+        for article in published:
+            if article.events:
+                continue
+            path = article.page_path() + "index.html"
+            entry = saved.get(path)
+            if entry is None or entry[0] != _digest(article):
+                continue
+            if self._page_stamp(path) != entry[1]:
+                continue  # edited, removed or replaced since: rendered again
+            self._pages[id(article)] = article
+            self._page_paths.add(path)
+            self._stamps[path] = entry
+
+    def _note_pages(self, rendered: list[Article]) -> None:
+        """Keep what the build index says of the pages just rendered (saved when due)."""
+        for article in rendered:
+            if article.events:
+                continue  # never skipped (see _seed)
+            path = article.page_path() + "index.html"
+            stamp = self._page_stamp(path)
+            if stamp is not None:
+                self._stamps[path] = (_digest(article), stamp)
+        paths = self._page_paths
+        self._stamps = {p: e for p, e in self._stamps.items() if p in paths}
+
+    def _save_index(self) -> None:
+        assert self.index is not None
+        with contextlib.suppress(OSError):  # a template vanished mid-build: the next build saves
+            saved_index.save(self.index, self._index_key(), self._stamps)
+
     def _forget_pages_if_templates_changed(self) -> None:
         stamp = tuple(
             sorted((str(p), p.stat().st_mtime_ns) for p in self.templates_dir.glob("*.j2"))
@@ -208,7 +301,20 @@ class Builder:
             self._page_paths = set()
             self._slices = {}
             self._failed = {}
+            self._stamps = {}
             self._templates_stamp = stamp
+
+
+def _digest(article: Article) -> str:
+    """The article a page was rendered from, as the build index keeps it.
+
+    An article is its file's bytes (``fingerprint``) parsed from its path in the site's zone by
+    this bantin (those two are in the index key), under the id it holds (a moved file may hold
+    an earlier one): those name it, at a fraction of the cost of a digest of every field
+    (0.8 s of a 1.7 s warm build at 10,000 articles). Without a fingerprint, every field."""
+    if not article.fingerprint:
+        return hashlib.blake2b(repr(article).encode(), digest_size=16).hexdigest()
+    return f"{article.fingerprint} {article.id} {article.slug} {article.source}"
 
 
 _worker_pages: tuple[Pages, Output] | None = None

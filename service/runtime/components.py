@@ -45,8 +45,13 @@ class Components:
             cron_trigger(expression, site.zone)
         return cls(
             settings=settings,
-            source=Source(settings.source.dir, site.zone, *state.articles.identities()),
-            builder=Builder(settings, site.templates_dir),
+            source=Source(
+                settings.source.dir,
+                site.zone,
+                *state.articles.identities(),
+                index=settings.state.scan_index,
+            ),
+            builder=Builder(settings, site.templates_dir, index=settings.state.build_index),
             composer=Composer(settings, key, dkim),
             templates=templates,
         )

@@ -125,9 +125,15 @@ FAULTS = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def site(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    with ExitStack() as stack, running_server(password=SECRET) as server:
+# every class of fault, with a server that offers PIPELINING (the pipelined transport sends
+# MAIL, RCPT and DATA in one write: each refusal arrives mid-pipeline) and with one that does
+# not (aiosmtplib, one command at a time)
+@pytest.fixture(params=[True, False], ids=["pipelined", "one-at-a-time"])
+def site(
+    project: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Site]:
+    pipelining: bool = request.param
+    with ExitStack() as stack, running_server(password=SECRET, pipelining=pipelining) as server:
         site = Site(project, server, monkeypatch, stack)
         site.configure()
         site.password(SECRET)
@@ -248,7 +254,7 @@ def test_a_server_that_is_down_loses_nothing_and_the_next_run_sends_each_once(
         assert (state.counts()["pending"], state.counts()["failed"]) == (25, 0)
     finally:
         state.close()
-    with running_server(port=port, password=SECRET) as back:
+    with running_server(port=port, password=SECRET, pipelining=site.server.pipelining) as back:
         code, output = site.digest(capsys)
         assert code == 0, output
         assert output.startswith("bantin digest daily: 25 sent, 0 deferred"), output

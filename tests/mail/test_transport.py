@@ -77,9 +77,10 @@ def send_all(transport: SmtpTransport, *recipients: str, data: bytes = NASTY) ->
     return asyncio.run(go())
 
 
-@pytest.fixture
-def server() -> Iterator[Server]:
-    with running_server() as running:
+@pytest.fixture(params=[True, False], ids=["pipelined", "one-at-a-time"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """A server that offers PIPELINING (the pipelined transport), and one that does not."""
+    with running_server(pipelining=request.param) as running:
         yield running
 
 
