@@ -42,6 +42,7 @@ _DIGEST = 32
 _ALLOWED = {
     ("service.model", "Article"),
     ("service.model", "Category"),
+    ("service.model", "Event"),
     ("service.errors", "ArticleError"),
     ("datetime", "datetime"),
     ("datetime", "timezone"),

@@ -66,6 +66,19 @@ def test_a_restart_parses_nothing_and_scans_what_a_fresh_scan_does(tmp_path: Pat
     assert whole(warm) == whole(cold) == whole(Source(root, ZONE).scan())
 
 
+def test_the_sample_content_with_its_sessions_restarts_warm(tmp_path: Path) -> None:
+    """The index's allowlist once lacked Event: every site with a reception schedule started
+    cold, always, saying so in the log."""
+    root, saved = tmp_path / "content", tmp_path / "scan.index"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "content", root)
+    cold = Source(root, ZONE, index=saved).scan()
+    assert any(a.events for a in cold.articles)
+    warm_source = Source(root, ZONE, index=saved)
+    warm = warm_source.scan()
+    assert warm_source.parsed == 0
+    assert whole(warm) == whole(cold)
+
+
 def test_edits_while_stopped_are_parsed_and_nothing_else(tmp_path: Path) -> None:
     root, saved = tmp_path / "content", tmp_path / "scan.index"
     tree = tree_of(root, 30)
