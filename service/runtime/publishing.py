@@ -62,7 +62,10 @@ class Publisher:
         self.scanning = asyncio.Lock()
         self.last_scan: Scan | None = None
         self.error: str | None = None  # why the last scan failed, if it did
-        self.rebuild = True  # the next scan rebuilds everything (new settings)
+        self.rebuild = True  # the next scan rebuilds everything (this host came to lead)
+        # the parts of the last build: a scan with other parts (an edit of the config adopted
+        # meanwhile, even while that scan ran) builds with them, though no file changed
+        self._built_with: Components | None = None
         self._next_due: datetime | None = None
         self._problems: set[str] = set()  # scan problems already logged
         self._page_problems: set[str] = set()  # pages that could not be rendered, logged
@@ -106,7 +109,9 @@ class Publisher:
         first = self.last_scan is None
         # scan.changed, not object identity: a scan with problems in it is a new object every
         # time, and every scan goes through here (under self.scanning), so no change is missed
-        changed = self.rebuild or due or first or bool(scan.changed)
+        changed = (
+            self.rebuild or parts is not self._built_with or due or first or bool(scan.changed)
+        )
         self.health.record(
             "scan",
             True,
@@ -117,6 +122,7 @@ class Publisher:
         published = scan.published(moment)
         if changed:
             self.rebuild = False
+            self._built_with = parts
             self._next_due = scan.next_due(moment)
             await self._build(parts, scan, moment)
             if self.leading():
