@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -75,13 +76,25 @@ class IndexReport:
 
 def search_alternates(*texts: str) -> str:
     """The words of ``texts`` that contain đ, folded as people type them without diacritics
-    ("Đông Phong" -> "Dong"): Pagefind's own folding leaves đ as it is."""
+    ("Đông Phong" -> "Dong"): Pagefind's own folding leaves đ as it is.
+
+    Every article page asks this of its whole text: a regex over the text and a fold of every
+    hit took 0.36 ms a page. Whitespace never joins a word, so the text's distinct
+    whitespace-separated pieces are searched instead, only those with a đ, each word folded
+    once (the same words, in the same order of first appearance: 0.10 ms)."""
     found: dict[str, None] = {}
     for text in texts:
-        for word in _D_WORD.findall(text):
-            plain = unicodedata.normalize("NFD", word.translate(_D))
-            found["".join(c for c in plain if not unicodedata.combining(c))] = None
+        for piece in dict.fromkeys(text.split()):
+            if "đ" in piece or "Đ" in piece:
+                for word in _D_WORD.findall(piece):
+                    found[_fold(word)] = None
     return " ".join(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold(word: str) -> str:
+    plain = unicodedata.normalize("NFD", word.translate(_D))
+    return "".join(c for c in plain if not unicodedata.combining(c))
 
 
 def _limited(memory_mib: int | None) -> Callable[[], None] | None:
