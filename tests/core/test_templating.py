@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from service.errors import TemplateError
+from service.model import Category
+from service.settings import SiteSettings
 from service.templating import MAX_OUTPUT, Templates
 
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -71,6 +73,41 @@ def test_hostile_templates_fail_with_template_error(tmp_path: Path, name: str) -
         tracemalloc.stop()
     assert "t.html.j2" in str(caught.value)
     assert peak < 20 * MAX_OUTPUT, f"{name} allocated {peak:,} bytes before it was stopped"
+
+
+# bantin's own data is read without the sandbox's checks (templating._data_fields): only
+# its fields; everything past a field is checked as before
+THROUGH_DATA = {
+    "field-class": "{{ category.name.__class__ }}",
+    "object-class": "{{ category.__class__ }}",
+    "slots": "{{ category.__slots__ }}",
+    "method-globals": "{{ category.page_path.__globals__ }}",
+    "settings-class": "{{ site.__class__.__mro__ }}",
+    "settings-path-class": "{{ site.templates_dir.__class__ }}",
+    "settings-dict": "{{ site.__dict__ }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(THROUGH_DATA))
+def test_bantin_data_leads_nowhere_but_its_fields(tmp_path: Path, name: str) -> None:
+    (tmp_path / "t.html.j2").write_text(THROUGH_DATA[name], encoding="utf-8")
+    templates = Templates(tmp_path, zone=ZONE)
+    site = SiteSettings(title="T", base_url="https://example.gov.vn")
+    with pytest.raises(TemplateError, match=r"t\.html\.j2"):
+        templates.render("t.html.j2", category=Category("Tin <a>", "tin"), site=site)
+
+
+def test_bantin_data_fields_read_as_ever(tmp_path: Path) -> None:
+    (tmp_path / "t.html.j2").write_text(
+        "{{ category.name }}|{{ category.slug|upper }}|{{ category.page_path() }}|"
+        "{{ site.title }}|{{ site.templates_dir.name }}|{{ site.accent_color }}",
+        encoding="utf-8",
+    )
+    site = SiteSettings(title="T&", base_url="https://example.gov.vn")
+    out = Templates(tmp_path, zone=ZONE).render(
+        "t.html.j2", category=Category("Tin <a>", "tin"), site=site
+    )
+    assert out == "Tin &lt;a&gt;|TIN|categories/tin/|T&amp;|templates|#0b57a4"
 
 
 def test_ordinary_template_features_still_work(tmp_path: Path) -> None:
