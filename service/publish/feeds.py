@@ -88,22 +88,30 @@ def _generator(spec: FeedSpec, site: SiteSettings, self_name: str) -> FeedGenera
 def _rss(spec: FeedSpec, site: SiteSettings, hub: str | None, name: str = "rss.xml") -> bytes:
     fg = _generator(spec, site, name)
     fg.load_extension("dc")  # names go in dc:creator: RSS <author> must be an email address
-    for article in spec.articles:
-        fe = fg.add_entry(order="append")
-        _common(fe, article, site)
-        fe.guid(article.guid(site.base_url), permalink=False)
-        # Readers render <description> as HTML: the plain summary must be escaped first.
-        fe.description(html.escape(article.summary, quote=False))
-        fe.content(article.content_html, type="CDATA")
-        if article.author:
-            fe.dc.dc_creator(article.author)
     links = _history_links(spec, site, "rss")
     if hub:
         links.insert(0, ("hub", hub))
+    linked = bool(links) or spec.archive is not None
+    root, doc = fg._create_rss()
+    channel = root[0]
+    for article in spec.articles:
+        channel.append(_rss_item(article, site.base_url, cdata=not linked))
+    if linked:
+        _add_links(channel, links, spec.archive is not None, rss=True)
+    return _serialised(doc)
+
+
+def _atom(spec: FeedSpec, site: SiteSettings, hub: str | None, name: str = "atom.xml") -> bytes:
+    fg = _generator(spec, site, name)
+    if hub:
+        fg.link(href=hub, rel="hub")
+    root, doc = fg._create_atom()
+    for article in spec.articles:
+        root.append(_atom_entry(article, site.base_url))
+    links = _history_links(spec, site, "atom")
     if links or spec.archive is not None:
-        return _with_links(fg, links, spec.archive is not None, rss=True)
-    data: bytes = fg.rss_str(pretty=True)
-    return data
+        _add_links(root, links, spec.archive is not None, rss=False)
+    return _serialised(doc)
 
 
 def _history_links(spec: FeedSpec, site: SiteSettings, kind: str) -> list[tuple[str, str]]:
@@ -120,18 +128,77 @@ def _history_links(spec: FeedSpec, site: SiteSettings, kind: str) -> list[tuple[
     return links
 
 
-def _with_links(fg: FeedGenerator, links: list[tuple[str, str]], archive: bool, rss: bool) -> bytes:
-    """The feed with atom:link elements (feedgen writes only rel=self into RSS) and
-    ``fh:archive`` added.
+# Entries. feedgen makes the feed's own elements (``_create_rss``/``_create_atom``, private:
+# hence feedgen pinned at 1.0.0); the entries are made here, element for element as feedgen's
+# FeedEntry makes them for the fields bantin sets. Through FeedEntry (its setters' checks, its
+# dozens of attributes, an extension object per entry) they were most of the cost of a feed,
+# and every article is an entry of four feeds at least (RSS and Atom, the site's and its
+# category's). tests/publish/test_feeds.py compares both ways on awkward articles.
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DC_CREATOR = "{http://purl.org/dc/elements/1.1/}creator"
 
-    They go into feedgen's own element tree (``_create_rss``/``_create_atom``: private, hence
-    feedgen pinned at 1.0.0) before it is serialised: serialising, parsing back and
-    serialising again cost 3 ms a feed, a quarter of the feeds' time in a cold build. The
-    bytes are those the round trip wrote, which turned RSS ``content:encoded`` CDATA into
-    escaped text (lxml's parser drops CDATA sections): so does this."""
-    root, _ = fg._create_rss() if rss else fg._create_atom()
-    parent = root.find("channel") if rss else root
-    assert parent is not None
+
+def _rfc2822(moment: datetime) -> str:
+    """feedgen's formatRFC2822 (English names, whatever the locale) without its setlocale."""
+    day, month = _DAYS[moment.weekday()], _MONTHS[moment.month - 1]
+    return f"{day}, {moment:%d} {month} {moment:%Y %H:%M:%S %z}"
+
+
+def _rss_item(article: Article, base_url: str, cdata: bool) -> etree._Element:
+    """An RSS <item>; the content as CDATA, or as escaped text (``cdata=False``) as feeds with
+    RFC 5005 links have always had it (they were once parsed back, which drops CDATA)."""
+    item = etree.Element("item")
+    etree.SubElement(item, "title").text = article.title
+    etree.SubElement(item, "link").text = article.link(base_url)
+    # Readers render <description> as HTML: the plain summary must be escaped first.
+    description = html.escape(article.summary, quote=False)
+    content = etree.CDATA(article.content_html) if cdata else article.content_html
+    if description:
+        etree.SubElement(item, "description").text = description
+        etree.SubElement(item, _CONTENT_ENCODED).text = content
+    else:  # feedgen's way: without a description the content takes its place
+        etree.SubElement(item, "description").text = content
+    guid = etree.SubElement(item, "guid")
+    guid.text = article.guid(base_url)
+    guid.set("isPermaLink", "false")
+    etree.SubElement(item, "category").text = article.category.name
+    etree.SubElement(item, "pubDate").text = _rfc2822(article.date)
+    if article.author:
+        etree.SubElement(item, _DC_CREATOR).text = article.author
+    return item
+
+
+def _atom_entry(article: Article, base_url: str) -> etree._Element:
+    """An Atom <entry> (unqualified names: feedgen's root carries the namespace)."""
+    entry = etree.Element("entry")
+    etree.SubElement(entry, "id").text = article.guid(base_url)
+    etree.SubElement(entry, "title").text = article.title
+    etree.SubElement(entry, "updated").text = article.modified.isoformat()
+    if article.author:
+        author = etree.SubElement(entry, "author")
+        etree.SubElement(author, "name").text = article.author
+    content = etree.SubElement(entry, "content")
+    if article.content_html:
+        content.text = article.content_html
+    content.set("type", "html")
+    # no rel: feedgen 1.0 drops a link's attributes but href (its issue 135); alternate is
+    # what a link without one means
+    etree.SubElement(entry, "link", href=article.link(base_url))
+    summary = etree.SubElement(entry, "summary")
+    if article.summary:
+        summary.text = article.summary
+    category = etree.SubElement(entry, "category", term=article.category.name)
+    category.set("label", article.category.name)
+    etree.SubElement(entry, "published").text = article.date.isoformat()
+    return entry
+
+
+def _add_links(
+    parent: etree._Element, links: list[tuple[str, str]], archive: bool, rss: bool
+) -> None:
+    """Add the atom:link elements of ``links`` (feedgen writes only rel=self into RSS) and, for
+    an archive document, ``fh:archive``, after the feed's first elements."""
     # feedgen's Atom elements carry no namespace (the root has an xmlns attribute), so neither
     # do the links added there; in RSS they are atom:link
     link = f"{{{_ATOM_NS}}}link" if rss else "link"
@@ -141,62 +208,10 @@ def _with_links(fg: FeedGenerator, links: list[tuple[str, str]], archive: bool, 
         extra.append(etree.Element(f"{{{_HISTORY_NS}}}archive", nsmap={"fh": _HISTORY_NS}))
     for offset, element in enumerate(extra):
         parent.insert(at + offset, element)
-    if rss:
-        for content in parent.iter(_CONTENT_ENCODED):
-            content.text = content.text  # the same text, no longer CDATA: escaped
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
-def _atom(spec: FeedSpec, site: SiteSettings, hub: str | None, name: str = "atom.xml") -> bytes:
-    fg = _generator(spec, site, name)
-    if hub:
-        fg.link(href=hub, rel="hub")
-    for article in spec.articles:
-        fe = fg.add_entry(order="append")
-        _common(fe, article, site)
-        fe.id(article.guid(site.base_url))
-        fe.summary(article.summary)
-        fe.content(article.content_html, type="html")
-        if article.author:
-            fe.author({"name": article.author})
-    links = _history_links(spec, site, "atom")
-    if links or spec.archive is not None:
-        return _with_links(fg, links, spec.archive is not None, rss=False)
-    data: bytes = fg.atom_str(pretty=True)
-    return data
-
-
-def _common(fe: object, article: Article, site: SiteSettings) -> None:
-    entry: FeedEntryLike = fe  # type: ignore[assignment]
-    entry.title(article.title)
-    entry.link(href=article.link(site.base_url))
-    entry.published(article.date)
-    entry.updated(article.modified)
-    entry.category(term=article.category.name, label=article.category.name)
-
-
-class FeedEntryLike:
-    """The slice of feedgen's FeedEntry that _common uses (feedgen ships no type hints)."""
-
-    def title(self, value: str) -> None:
-        """Set the entry's title."""
-        ...
-
-    def link(self, *, href: str) -> None:
-        """Add a link to the entry."""
-        ...
-
-    def published(self, value: datetime) -> None:
-        """Set when the entry was first published."""
-        ...
-
-    def updated(self, value: datetime) -> None:
-        """Set when the entry last changed."""
-        ...
-
-    def category(self, *, term: str, label: str) -> None:
-        """Add a category to the entry."""
-        ...
+def _serialised(doc: etree._ElementTree) -> bytes:
+    return bytes(etree.tostring(doc, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
 def _json(spec: FeedSpec, site: SiteSettings, hub: str | None) -> bytes:
