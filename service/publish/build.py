@@ -29,7 +29,13 @@ from service.errors import ArticleError, ConfigError, TemplateError
 from service.ical import SequenceOf, stateless_sequence
 from service.model import Article
 from service.publish.calendars import EVENTS_FILE, article_calendar, upcoming
-from service.publish.layout import CATEGORIES_PAGE, NOT_FOUND_PAGE, category_prefix, logo_path
+from service.publish.layout import (
+    CATEGORIES_PAGE,
+    NOT_FOUND_PAGE,
+    STYLESHEET,
+    category_prefix,
+    logo_path,
+)
 from service.publish.output import Output
 from service.publish.pages import Pages
 from service.publish.search import SEARCH_SCRIPT
@@ -188,9 +194,10 @@ class Builder:
             writes.emit(NOT_FOUND_PAGE, self.pages.not_found())
         if self.logo is not None:
             writes.emit(*self.logo)
-        script = self.templates_dir / SEARCH_SCRIPT
-        if script.is_file():  # the search box's script, as the operator's templates have it
-            writes.emit("assets/" + SEARCH_SCRIPT, script.read_bytes())
+        for asset in (SEARCH_SCRIPT, STYLESHEET):  # as the operator's templates have them
+            source = self.templates_dir / asset
+            if source.is_file():
+                writes.emit("assets/" + asset, source.read_bytes())
         self._slices = writes.keys
         removed = self.output.finish(produced)
         problems = tuple(sorted(failed.values(), key=lambda e: e.path))

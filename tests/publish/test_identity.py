@@ -55,9 +55,17 @@ def test_pages_carry_the_logo_colour_contact_and_footer(
     for page in ("index.html", "articles/a/index.html", "categories/index.html", "404.html"):
         text = (public / page).read_text(encoding="utf-8")
         assert '<img src="https://tinh.example.gov.vn/logo.png"' in text, page
-        assert "--accent:#b3261e" in text
+        # the colour comes before the shared stylesheet, whose dark-mode --accent must win
+        colour = text.index(":root{--accent:#b3261e;--brand:#b3261e}")
+        assert colour < text.index('href="https://tinh.example.gov.vn/assets/style.css"'), page
         assert "Số 1 đường Trần Hưng Đạo" in text and 'href="tel:02133876543"' in text
         assert "Bản tin của Văn phòng.<br>Mọi ý kiến" in text
+    css = (public / "assets/style.css").read_text(encoding="utf-8")
+    light, dark = (
+        css.index(":root{--text:"),
+        css.index("(prefers-color-scheme:dark){:root{--accent:"),
+    )
+    assert light < dark and "--accent:" not in css[:dark] and "var(--brand)" in css
     plain = configure(project, "")
     Builder(plain, plain.site.templates_dir).build(
         Source(plain.source.dir, plain.site.zone).scan(), NOW

@@ -61,7 +61,8 @@ def test_first_build_writes_every_file(settings: Settings, write: Write, public:
     assert report.published == 2
     expected = {
         "rss.xml", "atom.xml", "feed.json", "index.html", "calendar.ics",
-        "sitemap.xml", "robots.txt", "assets/search.js", "404.html", "categories/index.html",
+        "sitemap.xml", "robots.txt", "assets/search.js", "assets/style.css", "404.html",
+        "categories/index.html",
         "articles/a/index.html", "articles/b/index.html",
         "categories/lich-tiep-cong-dan/index.html", "categories/thong-bao/index.html",
         *(f"categories/{c}/{f}" for c in ("lich-tiep-cong-dan", "thong-bao")
@@ -239,7 +240,7 @@ def test_every_link_under_base_url_resolves(settings: Settings, write: Write, pu
         if not path.is_file() or path.name == MANIFEST:
             continue
         kinds = {".xml": "xml", ".json": "json", ".html": "html", ".ics": "ics", ".txt": "txt"}
-        if path.suffix == ".js":  # the search box's script: it makes no links of its own
+        if path.suffix in (".js", ".css"):  # the search script and stylesheet: no links in them
             continue
         kind = kinds[path.suffix]
         for url in _links(path.read_bytes(), kind):
