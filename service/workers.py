@@ -99,6 +99,34 @@ def map_batches(
     initargs: tuple[Any, ...] = (),
 ) -> Iterator[R]:
     """``job(batch)`` for consecutive batches of ``items`` on every core, results in order."""
-    batches = [list(items[i : i + BATCH]) for i in range(0, len(items), BATCH)]
-    with executor(cores(), initializer, initargs) as pool:
-        yield from pool.map(job, batches)
+    with Batches(initializer, initargs) as pool:
+        yield from pool.map(job, items)
+
+
+class Batches:
+    """One pool of workers for several batch jobs in a row: started on the first ``map`` (a
+    start costs a few hundred milliseconds), shut down on leaving the ``with`` block."""
+
+    def __init__(
+        self, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+    ) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(
+        self, job: Callable[[list[T]], R], items: Sequence[T], batch: int = BATCH
+    ) -> Iterator[R]:
+        """``job(batch)`` for consecutive batches of ``batch`` items, results in order."""
+        batches = [list(items[i : i + batch]) for i in range(0, len(items), batch)]
+        if self._pool is None:
+            self._pool = executor(cores(), self.initializer, self.initargs)
+        return self._pool.map(job, batches)
+
+    def __enter__(self) -> Batches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +39,16 @@ from service.publish.layout import (
 from service.publish.output import Output
 from service.publish.pages import Pages
 from service.publish.search import SEARCH_SCRIPT
-from service.publish.sections import Section, SectionWriter, SitemapMemory, Writes, flat
+from service.publish.sections import (
+    Archive,
+    ArchiveBatches,
+    Section,
+    SectionWriter,
+    SitemapMemory,
+    Writes,
+    archive_bytes,
+    flat,
+)
 from service.settings import Settings, read_logo
 from service.templating import Templates
 
@@ -107,8 +116,11 @@ class Builder:
 
         ConfigError when the output directory cannot be written, TemplateError for a template.
         """
+        # one pool of workers for the pages and then the archives, started only if needed
+        start = (self.settings, self.templates_dir, self.pages.sequence)
         try:
-            return self._build(scan, now)
+            with workers.Batches(_start_page_worker, start) as pool:
+                return self._build(scan, now, pool)
         except OSError as exc:
             where = exc.filename or self.settings.feeds.output_dir
             raise ConfigError(
@@ -117,7 +129,7 @@ class Builder:
                 "check [feeds] output_dir and its permissions",
             ) from exc
 
-    def _build(self, scan: Scan, now: datetime) -> BuildReport:
+    def _build(self, scan: Scan, now: datetime, pool: workers.Batches) -> BuildReport:
         self._forget_pages_if_templates_changed()
         settings = self.settings
         published = scan.published(now)
@@ -136,7 +148,7 @@ class Builder:
         stale = [
             a for key, a in current.items() if key not in self._pages and key not in self._failed
         ]
-        pages_written, failures, fault = self._write_pages(stale)
+        pages_written, failures, fault = self._write_pages(stale, pool)
         self.rendered = len(stale)
         if fault is not None and len(failures) == len(stale):
             # every page fails alike, and not on a limit its content hits: the template's fault
@@ -187,6 +199,8 @@ class Builder:
             )
             own = [a for a in with_events if a.category.slug == category.slug]
             writer.calendar(section, own, now)
+        many = sum(len(a.articles) for a in writer.archives) >= workers.PARALLEL_MIN
+        writer.write_archives(self._archive_batches(pool) if many and workers.cores() > 1 else None)
         writer.sitemap(listed, ordered)
         # /categories/ and the 404 page: made from the categories alone
         if not writes.unchanged("categories", tuple(ordered), (CATEGORIES_PAGE, NOT_FOUND_PAGE)):
@@ -204,7 +218,7 @@ class Builder:
         return BuildReport(len(listed), tuple(written), tuple(removed), len(produced), problems)
 
     def _write_pages(
-        self, articles: list[Article]
+        self, articles: list[Article], pool: workers.Batches
     ) -> tuple[list[str], dict[int, ArticleError], TemplateError | None]:
         """Render and write article pages; thousands of them (a cold build) on every core.
 
@@ -215,12 +229,7 @@ class Builder:
             results = [_write_page(self.pages, self.output, a) for a in articles]
         else:
             results = []
-            for batch in workers.map_batches(
-                _write_page_batch,
-                articles,
-                initializer=_start_page_worker,
-                initargs=(self.settings, self.templates_dir, self.pages.sequence),
-            ):
+            for batch in pool.map(_write_page_batch, articles):
                 results += batch
         written: list[str] = []
         failures: dict[int, ArticleError] = {}
@@ -234,6 +243,20 @@ class Builder:
         alike = {(e.template, e.reason) for e in errors}
         fault = errors[0] if len(alike) == 1 and not errors[0].limit else None
         return written, failures, fault
+
+    def _archive_batches(self, pool: workers.Batches) -> ArchiveBatches:
+        """Archives rendered and written by ``pool``'s workers: the paths each batch wrote;
+        TemplateError if a page cannot be rendered, as when rendered here."""
+        per_batch = max(1, workers.BATCH // max(self.settings.feeds.max_items, 1))
+
+        def run(archives: list[Archive]) -> Iterator[list[str]]:
+            for batch in pool.map(_write_archive_batch, archives, batch=per_batch):
+                for outcome in batch:
+                    if isinstance(outcome, TemplateError):
+                        raise outcome
+                    yield outcome
+
+        return run
 
     def _index_key(self) -> tuple[object, ...]:
         """What every page depends on besides its article: bantin's code, the site settings,
@@ -371,6 +394,21 @@ def page_problems(pages: Pages, articles: Iterable[Article]) -> list[ArticleErro
         except TemplateError as exc:
             problems.append(_unrenderable(article, exc))
     return problems
+
+
+def _write_archive_batch(archives: list[Archive]) -> list[list[str] | TemplateError]:
+    """In a worker process: render and write these archive pages and feeds."""
+    assert _worker_pages is not None, "worker not initialised"
+    pages, output = _worker_pages
+    results: list[list[str] | TemplateError] = []
+    for archive in archives:
+        try:
+            files = archive_bytes(archive, pages)
+        except TemplateError as exc:
+            results.append(exc)
+            continue
+        results.append([path for path, data in files.items() if output.write(path, data)])
+    return results
 
 
 def _write_page_batch(articles: list[Article]) -> list[list[str] | TemplateError]:

@@ -34,7 +34,15 @@ from service.publish.sitemap import (
 )
 from service.settings import Settings
 
-__all__ = ["Section", "SectionWriter", "SitemapMemory", "Writes"]
+__all__ = [
+    "Archive",
+    "ArchiveBatches",
+    "Section",
+    "SectionWriter",
+    "SitemapMemory",
+    "Writes",
+    "archive_bytes",
+]
 
 Key = tuple[object, ...]
 
@@ -95,8 +103,49 @@ def flat(pairs: Iterable[tuple[Article, Event]]) -> Iterable[object]:
         yield event
 
 
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """One archive page to make, with its RSS and Atom archive documents unless not ``feeds``
+    (the empty page a full page's "newer" link leads to)."""
+
+    title: str  # names the feeds
+    prefix: str
+    number: int
+    articles: tuple[Article, ...]
+    full: bool
+    heading: str
+    feeds: bool = True
+
+
+# renders and writes archives elsewhere (worker processes): the paths written, per batch
+ArchiveBatches = Callable[[list[Archive]], Iterable[list[str]]]
+
+
+def archive_files(prefix: str, number: int, feeds: bool = True) -> list[str]:
+    """The files of archive page ``number`` under ``prefix``."""
+    files = [archive_page_path(prefix, number) + "index.html"]
+    if feeds:
+        files += [archive_feed_path(prefix, kind, number) for kind in ("rss", "atom")]
+    return files
+
+
+def archive_bytes(archive: Archive, pages: Pages) -> dict[str, bytes]:
+    """The files of ``archive`` by path; TemplateError if its page cannot be rendered."""
+    prefix, number = archive.prefix, archive.number
+    files = {
+        archive_page_path(prefix, number) + "index.html": pages.archive(
+            archive.title, prefix, number, archive.articles, archive.full, archive.heading
+        )
+    }
+    if archive.feeds:
+        spec = FeedSpec(archive.title, prefix, archive.articles, archive=number)
+        files.update(feed_files(spec, pages.site))
+    return files
+
+
 class SectionWriter:
-    """Writes sections through one build's ``Writes``."""
+    """Writes sections through one build's ``Writes``; archive pages wait in ``archives``
+    until ``write_archives``."""
 
     def __init__(
         self,
@@ -109,6 +158,7 @@ class SectionWriter:
         self.pages = pages
         self.writes = writes
         self.memory = memory or SitemapMemory()
+        self.archives: list[Archive] = []
 
     def _sitemap_line(self, article: Article) -> str:
         lines = self.memory.lines
@@ -148,24 +198,33 @@ class SectionWriter:
             self._chunk(section, Chunk(found[-1].number + 1, (), False), feeds=False)
 
     def _chunk(self, section: Section, chunk: Chunk, feeds: bool = True) -> None:
+        """Archive page ``chunk`` and its feeds: kept if made from the same objects, else left
+        in ``archives`` to render (``write_archives``)."""
         prefix, number = section.prefix, chunk.number
-        page = archive_page_path(prefix, number) + "index.html"
-        files = [page]
-        if feeds:
-            files += [archive_feed_path(prefix, kind, number) for kind in ("rss", "atom")]
+        files = archive_files(prefix, number, feeds)
         name = f"{prefix}page/{number}"
         if self.writes.unchanged(name, (*chunk.articles, chunk.full), files):
             return
-        articles = chunk.articles
         heading = section.category.name if section.category else "Các tin đã đăng"
-        self.writes.emit(
-            page,
-            self.pages.archive(section.title, prefix, number, articles, chunk.full, heading),
+        self.writes.produced.update(files)
+        self.archives.append(
+            Archive(
+                section.title, prefix, number, tuple(chunk.articles), chunk.full, heading, feeds
+            )
         )
-        if feeds:
-            spec = FeedSpec(section.title, prefix, articles, archive=number)
-            for path, data in feed_files(spec, self.settings.site).items():
-                self.writes.emit(path, data)
+
+    def write_archives(self, batches: ArchiveBatches | None = None) -> None:
+        """Render and write the archive pages and feeds left to make, here or, given
+        ``batches``, in worker processes (a cold build has one per 50 articles per section:
+        a third of its work, most of what is not spread over the cores otherwise)."""
+        archives, self.archives = self.archives, []
+        if batches is None:
+            for archive in archives:
+                for path, data in archive_bytes(archive, self.pages).items():
+                    self.writes.emit(path, data)
+            return
+        for written in batches(archives):
+            self.writes.written += written
 
     def calendar(self, section: Section, with_events: Sequence[Article], now: datetime) -> None:
         """The section's ``calendar.ics``: the events of ``with_events`` in the window."""

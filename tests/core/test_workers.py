@@ -59,3 +59,32 @@ def test_parallel_scan_and_build_match_serial(
     assert tree(project / "public") == serial
     assert report.published == 23
     assert sum(p.startswith("articles/") for p in report.written) == 23
+
+
+def test_archives_made_by_workers_match_serial(
+    settings: Settings,
+    write: Callable[[str, str], Path],
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Five items a feed: the site and each category have archive pages and feeds, which a
+    large build renders in the same workers as the article pages."""
+    corpus(write)
+    feeds = settings.feeds.model_copy(update={"max_items": 5})
+    settings = settings.model_copy(update={"feeds": feeds})
+    scan = Source(settings.source.dir, settings.site.zone).scan()
+    Builder(settings, settings.site.templates_dir).build(scan, NOW)
+    serial = tree(project / "public")
+    (project / "public").rename(project / "public-serial")
+
+    monkeypatch.setattr(workers, "PARALLEL_MIN", 5)
+    monkeypatch.setattr(workers, "BATCH", 8)  # batches of one or two archives
+    if workers.cores() < 2:
+        pytest.skip("worker processes need two cores")
+    report = Builder(settings, settings.site.templates_dir).build(scan, NOW)
+
+    assert tree(project / "public") == serial
+    archives = {p for p in serial if p.startswith(("page/", "archive/", "categories/mu"))}
+    assert {"page/1/index.html", "archive/rss/4.xml", "archive/atom/4.xml"} <= archives
+    assert archives - {p for p in serial if p.endswith(("rss.xml", "atom.xml", "feed.json"))}
+    assert set(report.written) == set(serial) - {".bantin-manifest"}
