@@ -195,15 +195,28 @@ def _sent_in(run: procs.Finished, helper: procs.Finished | None = None) -> dict[
     }
 
 
+def _host(core: int, *args: str) -> procs.Finished:
+    """A bench worker as one host: pinned to its own core where taskset can pin it, so that
+    two hosts on this machine are two one-core machines, not two processes sharing every core
+    (bantin composes on every core it has, so unpinned one host already takes them all)."""
+    taskset = shutil.which("taskset")
+    if taskset is None or (os.cpu_count() or 1) < 2:
+        return procs.run_worker(*args)
+    return procs.run_worker(taskset, "-c", str(core), procs.PYTHON, "-m", "bench.worker", *args)
+
+
 def bench_cluster(work: Path, sink: procs.Sink, subscribers: int, reps: int) -> dict[str, Any]:
     """Issue 10: one digest run on SQLite, on PostgreSQL, and on PostgreSQL with two hosts
-    (a second process helps send, as a standby host does), all to the same sink."""
+    (a second process helps send, as a standby host does), all to the same sink; each host on
+    a core of its own (``_host``)."""
     config = digest_project(work, sink, subscribers, "daily")
     base = config.parent
     db = base / "var" / "bantin.db"
     template = base / "template.db"
     result: dict[str, Any] = {"subscribers": subscribers, "sqlite": [], "postgres": []}
     result["postgres_two_hosts"] = []
+    pinned = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    result["hosts"] = "one core each (taskset)" if pinned else "unpinned (no taskset or one core)"
     log(f"cluster, {subscribers} subscribers: SQLite ledger")
     procs.run_worker("digest-setup", str(config))
     db.replace(template)
@@ -212,7 +225,7 @@ def bench_cluster(work: Path, sink: procs.Sink, subscribers: int, reps: int) -> 
         for suffix in ("-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         shutil.copyfile(template, db)
-        result["sqlite"].append(_sent_in(procs.run_worker("digest", str(config))))
+        result["sqlite"].append(_sent_in(_host(0, "digest", str(config))))
     server, described = pg.start()
     result["postgres_server"] = described
     if server is None:
@@ -232,9 +245,9 @@ def bench_cluster(work: Path, sink: procs.Sink, subscribers: int, reps: int) -> 
                 with ThreadPoolExecutor(1) as pool:
                     if hosts == 2:
                         helper = pool.submit(
-                            procs.run_worker, "digest-help", str(config), "--state-url", copy
+                            _host, 1, "digest-help", str(config), "--state-url", copy
                         )
-                    run = procs.run_worker("digest", str(config), "--state-url", copy)
+                    run = _host(0, "digest", str(config), "--state-url", copy)
                     helped = helper.result() if helper else None
                 key = "postgres" if hosts == 1 else "postgres_two_hosts"
                 result[key].append(_sent_in(run, helped))
