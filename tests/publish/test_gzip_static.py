@@ -186,19 +186,23 @@ def test_images_and_compressed_files_get_no_gzip(tmp_path: Path) -> None:
     assert (tmp_path / "rss.xml.gz").read_bytes() == noise  # written as given, not wrapped
 
 
-def test_a_gzip_that_cannot_be_written_leaves_no_temporary_file_and_is_caught_up(
+def test_a_gzip_that_cannot_be_written_leaves_no_stale_one_and_is_caught_up(
     tmp_path: Path,
 ) -> None:
     output = Output(tmp_path)
     body = b"<p>x</p>" * 500
     output.write("a/index.html", body)
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["index.html", "index.html.gz"]
-    (tmp_path / "a" / "index.html.gz").unlink()
-    (tmp_path / "a" / "index.html.gz").mkdir()  # rename(2) cannot replace a directory
+    # the .gz's temporary file cannot be made (a directory is in its way)
+    blocker = tmp_path / "a" / f".index.html.gz.{os.getpid()}.part"
+    blocker.mkdir()
     with pytest.raises(OSError):
         output.write("a/index.html", body + b"more")
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["index.html", "index.html.gz"]
-    (tmp_path / "a" / "index.html.gz").rmdir()
+    assert (tmp_path / "a" / "index.html").read_bytes() == body + b"more"
+    # the old .gz is gone rather than sent for the new file: nginx sends the file itself
+    assert not (tmp_path / "a" / "index.html.gz").exists()
+    blocker.rmdir()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["index.html"]
     assert output.write("a/index.html", body + b"more") is False  # the file is as wanted...
     packed = (tmp_path / "a" / "index.html.gz").read_bytes()
     assert gzip.decompress(packed) == body + b"more"  # ...and its .gz caught up
