@@ -45,4 +45,4 @@ bench-quick: | $(BIN)/python
 	$(BIN)/python -m bench --quick
 
 clean:
-	rm -rf $(VENV) public var .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers public var .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,7 @@
-"""`python -m bench [--quick]`: run every benchmark, print the table, write bench/results.json."""
+"""`python -m bench [--quick]`: run every benchmark, print the table, write bench/results.json.
+
+--quick measures 10,000 articles and 10,000 subscribers (a few minutes); the full run adds
+100,000 of each. --only picks benchmarks: scan, delivery, memory, serving, cluster, peers."""
 
 from __future__ import annotations
 
@@ -17,16 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench import data, pg, procs, serve
+from bench import data, peers, pg, procs, serve
 
 HERE = Path(__file__).resolve().parent
-BANTIN = str(Path(sys.executable).with_name("bantin"))
+BANTIN = procs.BANTIN
 
 QUICK = {
-    "articles": [2000],
-    "subscribers": [1000],
-    "memory": (1000, 3000),
-    "reps": {"rescan": 5, "build": 3, "delivery": 3, "cluster": 1},
+    "articles": [10_000],  # the first size is also the peers' (issue 15: at 10,000)
+    "subscribers": [10_000],
+    "memory": (1_000, 10_000),
+    "reps": {"rescan": 5, "build": 3, "delivery": 3, "cluster": 1, "peers": 3},
     "serve_seconds": 2,
     "send_during": 2000,
     "cluster_subscribers": 5000,
@@ -35,11 +38,12 @@ FULL = {
     "articles": [10_000, 100_000],
     "subscribers": [10_000, 100_000],
     "memory": (10_000, 100_000),
-    "reps": {"rescan": 5, "build": 3, "delivery": 3, "cluster": 1},
+    "reps": {"rescan": 5, "build": 3, "delivery": 3, "cluster": 1, "peers": 3},
     "serve_seconds": 10,
     "send_during": 10_000,
     "cluster_subscribers": 20_000,  # issue 10's figure
 }
+BENCHMARKS = ["scan", "delivery", "memory", "serving", "cluster", "peers"]
 DIGEST_ARTICLES = 60  # published articles at digest time; each subscriber gets the newest 10
 
 
@@ -362,13 +366,15 @@ def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict
     rows: list[dict[str, Any]] = []
     ratios: dict[str, Any] = {}  # a ratio, or None with the reason beside it
 
-    def row(name: str, fig: str, base: str, ratio: float, target: str, ok: bool | None) -> None:
+    def row(
+        name: str, fig: str, base: str, ratio: float | None, target: str, ok: bool | None
+    ) -> None:
         rows.append(
             {
                 "figure": name,
                 "value": fig,
                 "baseline": base,
-                "ratio": round(ratio, 3),
+                "ratio": None if ratio is None else round(ratio, 3),
                 "target": target,
                 "result": "—" if ok is None else ("pass" if ok else "MISS"),
             }
@@ -564,12 +570,67 @@ def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict
             )
         elif during.get("skipped"):
             row("GET during send", "not run", during["skipped"], float("nan"), "report", None)
+    peer_rows(figures, row, ratios)
     return rows, ratios
+
+
+def peer_rows(figures: dict[str, Any], row: Any, ratios: dict[str, Any]) -> None:
+    """Issue 15's peers: a ratio each, or None and the reason beside it (``<key>_reason``)."""
+    builds = figures.get("peers", {}).get("builds")
+    if builds:
+        n = builds["articles"]
+        where = "tmpfs" if builds["tmpfs"] else "disk"
+        ours = builds["bantin"]
+        build = median(ours["seconds"])
+        for peer, key, target, limit in (
+            ("hugo", "build_vs_hugo", "≤ 1", 1.0),
+            ("pelican", "pelican_vs_build", "≥ 5", 5.0),
+        ):
+            theirs = builds[peer]
+            name = f"cold build, {n} articles ({where}), vs {peer.capitalize()}"
+            reason = theirs.get("skipped") or ours.get("skipped")
+            if reason:
+                ratios[f"{key}@{n}"] = ratios[key] = None
+                ratios[f"{key}_reason"] = reason
+                row(name, "—", reason, None, target, None)
+                continue
+            other = median(theirs["seconds"])
+            ratio = build / other if peer == "hugo" else other / build
+            ratios[f"{key}@{n}"] = ratios[key] = ratio
+            ok = ratio <= limit if peer == "hugo" else ratio >= limit
+            row(name, f"bantin {_s(build)}", f"{theirs['tool']} {_s(other)}", ratio, target, ok)
+
+    mailer = figures.get("peers", {}).get("rss2email")
+    if mailer is not None:
+        deliveries = figures.get("delivery") or [{}]
+        runs = deliveries[0].get("runs")
+        name = f"digest delivery vs rss2email ({peers.FEED_ENTRIES} entries, one recipient)"
+        reason = mailer.get("skipped") or ("" if runs else "no digest delivery in this run")
+        if reason or not mailer["runs"]:
+            reason = reason or "rss2email did not run"
+            ratios["delivery_vs_rss2email"] = None
+            ratios["delivery_vs_rss2email_reason"] = reason
+            row(name, "—", reason, None, "≥ 10", None)
+            return
+        ours = median([r["messages_per_second"] for r in runs])
+        theirs = median([r["messages_per_second"] for r in mailer["runs"]])
+        wall = median([r["wall_messages_per_second"] for r in mailer["runs"]])
+        received = [r["received"] for r in mailer["runs"]]
+        ratio = ours / theirs
+        ratios["delivery_vs_rss2email"] = ratio
+        row(
+            name,
+            f"bantin {ours:.0f} msg/s ({deliveries[0]['subscribers']} subscribers)",
+            f"{mailer['tool']} {theirs:.0f} msg/s ({wall:.0f} with start-up; sink got {received})",
+            ratio,
+            "≥ 10",
+            ratio >= 10,
+        )
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     heads = ["figure", "value", "baseline", "ratio", "target", "result"]
-    cells = [[str(r[h]) for h in heads] for r in rows]
+    cells = [["—" if r[h] is None else str(r[h]) for h in heads] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
     line = " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))
     print(line)
@@ -580,10 +641,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    top.add_argument("--quick", action="store_true", help="small sizes, about a minute")
-    top.add_argument(
-        "--only", nargs="*", choices=["scan", "delivery", "memory", "serving", "cluster"]
-    )
+    top.add_argument("--quick", action="store_true", help="10,000 only, a few minutes")
+    top.add_argument("--only", nargs="*", choices=BENCHMARKS)
     top.add_argument("--output", default=str(HERE / "results.json"))
     top.add_argument("--profile", help="write a pyinstrument profile of one digest run here")
     top.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -608,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         plan["articles"] = args.articles
     if args.cluster_subscribers:
         plan["cluster_subscribers"] = args.cluster_subscribers
-    only = set(args.only or ["scan", "delivery", "memory", "serving", "cluster"])
+    only = set(args.only or BENCHMARKS)
     work = Path(tempfile.mkdtemp(prefix="bantin-bench-"))
     started = time.monotonic()
     figures: dict[str, Any] = {"mode": "quick" if args.quick else "full"}
@@ -642,6 +701,16 @@ def main(argv: list[str] | None = None) -> int:
             figures["cluster"] = bench_cluster(
                 work, sink, plan["cluster_subscribers"], plan["reps"]["cluster"]
             )
+        if "peers" in only:
+            if not figures.get("delivery"):  # bantin's side of delivery_vs_rss2email
+                n = plan["subscribers"][0]
+                figures["delivery"] = [
+                    bench_delivery(work, sink, n, plan["reps"]["delivery"], None)
+                ]
+            figures["peers"] = {
+                "builds": peers.bench_builds(work, plan["articles"][0], plan["reps"]["peers"]),
+                "rss2email": peers.bench_rss2email(work, sink, plan["reps"]["peers"]),
+            }
         if "serving" in only:
             figures["serving"] = bench_serving(
                 work, sink, plan["serve_seconds"], plan["send_during"]

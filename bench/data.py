@@ -147,6 +147,7 @@ def make_project(
     subscribers: Path | None = None,
     scan_interval: int = 60,
     transport: str = "smtp",
+    feed_items: int = 50,
 ) -> Path:
     """A project directory (config, templates, var/) around ``content``; returns the config."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -169,6 +170,7 @@ def make_project(
         f'dir = "{content}"\n'
         "[feeds]\n"
         f'output_dir = "{directory / "public"}"\n'
+        f"max_items = {feed_items}\n"
         "[state]\n"
         f'url = "sqlite:///{directory / "var" / "bantin.db"}"\n'
         "[schedule]\n"

@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 PYTHON = sys.executable
+BANTIN = str(Path(sys.executable).with_name("bantin"))
 REPO = Path(__file__).resolve().parent.parent
 _started: list[subprocess.Popen[bytes]] = []
 
@@ -86,8 +88,11 @@ class Finished:
     max_rss_kib: int  # from wait4: the child's own peak, not its siblings'
 
 
-def run_worker(*args: str, timeout: float = 3600, cwd: Path | None = None) -> Finished:
+def run_worker(
+    *args: str, timeout: float = 3600, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Finished:
     """``python -m bench.worker ARGS`` (or any command if args[0] is absolute); its JSON line.
+    ``env`` adds to (or overrides) the environment the child inherits.
 
     The child is reaped with ``os.wait4`` so its peak RSS is its own, not the largest of all
     children so far (which is what RUSAGE_CHILDREN would say).
@@ -101,7 +106,7 @@ def run_worker(*args: str, timeout: float = 3600, cwd: Path | None = None) -> Fi
             stdout=out,
             stderr=err,
             start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         )
         _started.append(proc)
         deadline = time.monotonic() + timeout
@@ -139,10 +144,20 @@ class Sink:
     kind: str
     port: int
     proc: subprocess.Popen[bytes]
+    log: Path  # where the sink writes its running count of messages received
+
+    def received(self) -> int | None:
+        """Messages the sink has received so far (from the count at the end of its log)."""
+        with contextlib.suppress(OSError), self.log.open("rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - 256))
+            counts = re.findall(rb"mesg=(\d+)", file.read())
+            return int(counts[-1]) if counts else 0
+        return None
 
 
 def start_sink(workdir: Path, prefer: str = "auto") -> Sink:
-    """Postfix's smtp-sink if installed (fast, C), else an aiosmtpd sink; in another process."""
+    """Postfix's smtp-sink if installed (fast, C), else an aiosmtpd sink; in another process.
+    Either writes a running count of the messages it received to its log (``Sink.received``)."""
     port = free_port()
     smtp_sink = shutil.which("smtp-sink") or (
         "/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None
@@ -151,12 +166,12 @@ def start_sink(workdir: Path, prefer: str = "auto") -> Sink:
         args = [smtp_sink]
         if os.geteuid() == 0:
             args += ["-u", "nobody"]  # smtp-sink refuses to run as root without it
-        proc = start([*args, f"127.0.0.1:{port}", "1024"], log=workdir / "smtp-sink.log")
+        log = workdir / "smtp-sink.log"
+        # -c: "sess=N quit=N mesg=N" after each message and session, a few bytes each
+        proc = start([*args, "-c", f"127.0.0.1:{port}", "1024"], log=log)
         wait_port(port, 10, proc)
-        return Sink("postfix smtp-sink", port, proc)
-    proc = start(
-        [PYTHON, "-m", "bench.worker", "aiosmtpd-sink", "--port", str(port)],
-        log=workdir / "aiosmtpd-sink.log",
-    )
+        return Sink("postfix smtp-sink", port, proc, log)
+    log = workdir / "aiosmtpd-sink.log"
+    proc = start([PYTHON, "-m", "bench.worker", "aiosmtpd-sink", "--port", str(port)], log=log)
     wait_port(port, 20, proc)
-    return Sink("aiosmtpd (Python, in a subprocess)", port, proc)
+    return Sink("aiosmtpd (Python, in a subprocess)", port, proc, log)

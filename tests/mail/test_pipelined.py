@@ -168,3 +168,38 @@ def test_a_send_cancelled_before_its_reply_never_lends_that_reply_to_the_next(
     outcome = asyncio.run(go())
     assert (outcome.ok, outcome.code, outcome.stage) == (False, 550, "rcpt")
     assert smtp.pipelined == 2  # a new session for the second message
+
+
+BODIES = {
+    "crlf": DATA,
+    "lf": DATA.replace(b"\r\n", b"\n"),
+    "cr": DATA.replace(b"\r\n", b"\r"),
+    "mixed": b"Subject: x\r\n\r\nmot\ndong\r\rba\r\n.\n..hai cham\n",
+    "no-final-newline": b"Subject: x\r\n\r\n.cuoi",
+    "dot-after-lf": b"Subject: x\n\n.\n.a\n",
+}
+
+
+@pytest.mark.parametrize("name", BODIES)
+def test_line_endings_and_leading_dots_arrive_as_aiosmtplib_sends_them(
+    servers: dict[bool, Server], name: str
+) -> None:
+    data = BODIES[name]
+    got: dict[bool, bytes] = {}
+    for pipelining, server in servers.items():
+        recipient = f"dong-{name}-{pipelining}@example.org"
+        smtp = transport(server)
+
+        async def go(smtp: SmtpTransport = smtp, recipient: str = recipient) -> Outcome:
+            try:
+                return await smtp.send(SENDER, recipient, data)
+            finally:
+                await smtp.close()
+
+        assert asyncio.run(go()).ok
+        assert (smtp.pipelined >= 1) == pipelining
+        got[pipelining] = next(r.data for r in server.received if r.recipient == recipient)
+    assert got[True] == got[False]
+    # the lines are the sender's lines, whatever their endings, and no dot was lost or added
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").rstrip(b"\n").split(b"\n")
+    assert got[True].replace(b"\r\n", b"\n").rstrip(b"\n").split(b"\n") == lines
