@@ -296,6 +296,7 @@ def bench_serving(work: Path, sink: procs.Sink, seconds: float, send_count: int)
             result[name] = serve.serve_pair(target, seconds, connections=32)
         procs.stop(static)
         static = None
+        result["nginx_front"] = bench_nginx_front(base / "public", work, port, seconds)
 
         log(f"serving during a {send_count}-message send")
         result["idle_probe"] = serve.probe(url, 3)
@@ -324,6 +325,28 @@ def bench_serving(work: Path, sink: procs.Sink, seconds: float, send_count: int)
             procs.stop(static)
         procs.stop(bantin)
     shutil.rmtree(base, ignore_errors=True)
+    return result
+
+
+def bench_nginx_front(public: Path, work: Path, bantin_port: int, seconds: float) -> dict[str, Any]:
+    """GET /rss.xml, gzip'd, through deploy/nginx.conf in front of bantin against nginx alone
+    serving the same public/ with gzip_static: what the shipped site costs over bare nginx."""
+    if serve.nginx_binary() is None:
+        return {"skipped": "nginx is not installed (apt-get install nginx)"}
+    ports, started = serve.start_nginx_pair(public, work, bantin_port)
+    result: dict[str, Any] = {}
+    try:
+        headers = {"Accept-Encoding": "gzip"}
+        for name in ("front", "alone"):
+            url = f"http://127.0.0.1:{ports[name]}/rss.xml"
+            result[f"{name}_answer"] = serve.gzip_served(url)
+        log("serving: deploy/nginx.conf in front of bantin vs nginx alone (gzip_static)")
+        for name in ("front", "alone"):
+            url = f"http://127.0.0.1:{ports[name]}/rss.xml"
+            result[name] = serve.load(url, headers, seconds, connections=32)
+    finally:
+        for proc in started:
+            procs.stop(proc)
     return result
 
 
@@ -525,6 +548,26 @@ def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict
                 "report",
                 None,
             )
+        front = serving.get("nginx_front", {})
+        if front.get("front") and front.get("alone"):
+            ours, base = front["front"], front["alone"]
+            ratio = ours["requests_per_second"] / base["requests_per_second"]
+            ratios["nginx_front_vs_nginx"] = ratio
+            sent = front["front_answer"]
+            row(
+                f"GET /rss.xml gzip via deploy/nginx.conf [{sent['content_encoding']}, "
+                f"{sent['bytes']} B]",
+                f"{ours['requests_per_second']:.0f} req/s, p99 {ours['p99_ms']:.1f} ms",
+                f"nginx alone, gzip_static {base['requests_per_second']:.0f} req/s, "
+                f"p99 {base['p99_ms']:.1f} ms",
+                ratio,
+                "≥ 0.8",
+                ratio >= 0.8,
+            )
+        elif front.get("skipped"):
+            ratios["nginx_front_vs_nginx"] = None
+            ratios["nginx_front_vs_nginx_reason"] = front["skipped"]
+            row("GET /rss.xml via deploy/nginx.conf", "—", front["skipped"], 0.0, "≥ 0.8", None)
         during = serving.get("during_send", {})
         idle = serving.get("idle_probe", {})
         if during.get("requests") and idle.get("requests"):

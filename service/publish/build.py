@@ -268,8 +268,9 @@ class Builder:
 
     def _seed(self, published: list[Article]) -> None:
         """Take the pages the build index vouches for as written: each one's article must be
-        the same (by digest) and its files as they were left (mtime and size). An article with
-        sessions is always rendered again: its calendar's SEQUENCE may come from the ledger."""
+        the same (by digest) and its files as they were left (mtime and size, and the .gz of
+        that version beside it). An article with sessions is always rendered again: its
+        calendar's SEQUENCE may come from the ledger."""
         assert self.index is not None
         try:
             key = self._index_key()
@@ -288,6 +289,8 @@ class Builder:
                 continue
             if self._page_stamp(path) != entry[1]:
                 continue  # edited, removed or replaced since: rendered again
+            if not self.output.gzip_current(path, entry[1][0]):
+                continue  # its .gz is missing or stale: the write puts it right
             self._pages[id(article)] = article
             self._page_paths.add(path)
             self._stamps[path] = entry

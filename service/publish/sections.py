@@ -20,7 +20,7 @@ from service.publish.archive import Chunk, archive_feed_path, archive_page_path,
 from service.publish.calendars import CALENDAR_FILE, calendar_window, section_calendar
 from service.publish.feeds import FeedSpec, feed_files
 from service.publish.layout import FEED_FILES
-from service.publish.output import Output
+from service.publish.output import Output, precompressed
 from service.publish.pages import Pages
 from service.publish.sitemap import (
     ARTICLES_PER_FILE,
@@ -90,7 +90,15 @@ class Writes:
         saved = self.saved.pop(name, None)
         if saved is None or saved[0] != stable(key):
             return False
-        return saved[1] == tuple((f, self.stamp(f)) for f in files)
+        if saved[1] != tuple((f, self.stamp(f)) for f in files):
+            return False
+        # each file's .gz of that version beside it, or the group is made again and the
+        # writes put a missing or stale one right (the file itself is not rewritten)
+        return all(
+            self.output.gzip_current(f, stamp[0])
+            for f, stamp in saved[1]
+            if stamp is not None and precompressed(f)
+        )
 
     def stamp(self, path: str) -> Stamp | None:
         """``path``'s (mtime_ns, size) in the output, or None if it is not there."""
