@@ -245,8 +245,9 @@ class Builder:
         return written, failures, fault
 
     def _index_key(self) -> tuple[object, ...]:
-        """What every page depends on besides its article: bantin's code, the site settings,
-        the templates' bytes and where the pages are."""
+        """What every page depends on besides its article: bantin's code, the settings that
+        shape pages (site, feeds, the subscription form), the templates' bytes and where the
+        pages are."""
         templates = hashlib.blake2b(digest_size=16)
         for path in sorted(self.templates_dir.rglob("*")):
             if path.is_file():
@@ -256,6 +257,8 @@ class Builder:
             saved_index.code_version(),
             os.path.realpath(self.settings.feeds.output_dir),
             repr(self.settings.site),
+            repr(self.settings.feeds),
+            repr(self.settings.subscribe),
             templates.hexdigest(),
         )
 
