@@ -195,15 +195,28 @@ def _sent_in(run: procs.Finished, helper: procs.Finished | None = None) -> dict[
     }
 
 
+def _host(core: int, *args: str) -> procs.Finished:
+    """A bench worker as one host: pinned to its own core where taskset can pin it, so that
+    two hosts on this machine are two one-core machines, not two processes sharing every core
+    (bantin composes on every core it has, so unpinned one host already takes them all)."""
+    taskset = shutil.which("taskset")
+    if taskset is None or (os.cpu_count() or 1) < 2:
+        return procs.run_worker(*args)
+    return procs.run_worker(taskset, "-c", str(core), procs.PYTHON, "-m", "bench.worker", *args)
+
+
 def bench_cluster(work: Path, sink: procs.Sink, subscribers: int, reps: int) -> dict[str, Any]:
     """Issue 10: one digest run on SQLite, on PostgreSQL, and on PostgreSQL with two hosts
-    (a second process helps send, as a standby host does), all to the same sink."""
+    (a second process helps send, as a standby host does), all to the same sink; each host on
+    a core of its own (``_host``)."""
     config = digest_project(work, sink, subscribers, "daily")
     base = config.parent
     db = base / "var" / "bantin.db"
     template = base / "template.db"
     result: dict[str, Any] = {"subscribers": subscribers, "sqlite": [], "postgres": []}
     result["postgres_two_hosts"] = []
+    pinned = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    result["hosts"] = "one core each (taskset)" if pinned else "unpinned (no taskset or one core)"
     log(f"cluster, {subscribers} subscribers: SQLite ledger")
     procs.run_worker("digest-setup", str(config))
     db.replace(template)
@@ -212,7 +225,7 @@ def bench_cluster(work: Path, sink: procs.Sink, subscribers: int, reps: int) -> 
         for suffix in ("-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         shutil.copyfile(template, db)
-        result["sqlite"].append(_sent_in(procs.run_worker("digest", str(config))))
+        result["sqlite"].append(_sent_in(_host(0, "digest", str(config))))
     server, described = pg.start()
     result["postgres_server"] = described
     if server is None:
@@ -232,9 +245,9 @@ def bench_cluster(work: Path, sink: procs.Sink, subscribers: int, reps: int) -> 
                 with ThreadPoolExecutor(1) as pool:
                     if hosts == 2:
                         helper = pool.submit(
-                            procs.run_worker, "digest-help", str(config), "--state-url", copy
+                            _host, 1, "digest-help", str(config), "--state-url", copy
                         )
-                    run = procs.run_worker("digest", str(config), "--state-url", copy)
+                    run = _host(0, "digest", str(config), "--state-url", copy)
                     helped = helper.result() if helper else None
                 key = "postgres" if hosts == 1 else "postgres_two_hosts"
                 result[key].append(_sent_in(run, helped))
@@ -283,6 +296,7 @@ def bench_serving(work: Path, sink: procs.Sink, seconds: float, send_count: int)
             result[name] = serve.serve_pair(target, seconds, connections=32)
         procs.stop(static)
         static = None
+        result["nginx_front"] = bench_nginx_front(base / "public", work, port, seconds)
 
         log(f"serving during a {send_count}-message send")
         result["idle_probe"] = serve.probe(url, 3)
@@ -311,6 +325,28 @@ def bench_serving(work: Path, sink: procs.Sink, seconds: float, send_count: int)
             procs.stop(static)
         procs.stop(bantin)
     shutil.rmtree(base, ignore_errors=True)
+    return result
+
+
+def bench_nginx_front(public: Path, work: Path, bantin_port: int, seconds: float) -> dict[str, Any]:
+    """GET /rss.xml, gzip'd, through deploy/nginx.conf in front of bantin against nginx alone
+    serving the same public/ with gzip_static: what the shipped site costs over bare nginx."""
+    if serve.nginx_binary() is None:
+        return {"skipped": "nginx is not installed (apt-get install nginx)"}
+    ports, started = serve.start_nginx_pair(public, work, bantin_port)
+    result: dict[str, Any] = {}
+    try:
+        headers = {"Accept-Encoding": "gzip"}
+        for name in ("front", "alone"):
+            url = f"http://127.0.0.1:{ports[name]}/rss.xml"
+            result[f"{name}_answer"] = serve.gzip_served(url)
+        log("serving: deploy/nginx.conf in front of bantin vs nginx alone (gzip_static)")
+        for name in ("front", "alone"):
+            url = f"http://127.0.0.1:{ports[name]}/rss.xml"
+            result[name] = serve.load(url, headers, seconds, connections=32)
+    finally:
+        for proc in started:
+            procs.stop(proc)
     return result
 
 
@@ -512,6 +548,26 @@ def rows_and_ratios(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict
                 "report",
                 None,
             )
+        front = serving.get("nginx_front", {})
+        if front.get("front") and front.get("alone"):
+            ours, base = front["front"], front["alone"]
+            ratio = ours["requests_per_second"] / base["requests_per_second"]
+            ratios["nginx_front_vs_nginx"] = ratio
+            sent = front["front_answer"]
+            row(
+                f"GET /rss.xml gzip via deploy/nginx.conf [{sent['content_encoding']}, "
+                f"{sent['bytes']} B]",
+                f"{ours['requests_per_second']:.0f} req/s, p99 {ours['p99_ms']:.1f} ms",
+                f"nginx alone, gzip_static {base['requests_per_second']:.0f} req/s, "
+                f"p99 {base['p99_ms']:.1f} ms",
+                ratio,
+                "≥ 0.8",
+                ratio >= 0.8,
+            )
+        elif front.get("skipped"):
+            ratios["nginx_front_vs_nginx"] = None
+            ratios["nginx_front_vs_nginx_reason"] = front["skipped"]
+            row("GET /rss.xml via deploy/nginx.conf", "—", front["skipped"], 0.0, "≥ 0.8", None)
         during = serving.get("during_send", {})
         idle = serving.get("idle_probe", {})
         if during.get("requests") and idle.get("requests"):

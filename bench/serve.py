@@ -2,7 +2,9 @@
 
 The load generator is ``wrk`` when installed (C, does not compete for the GIL), else a bounded
 asyncio client on httpx. The baseline server is nginx when installed (one worker, like bantin's
-one process), else Python's ``http.server``. Loopback only; every server is stopped after use.
+one process), else Python's ``http.server``. With nginx, also deploy/nginx.conf in front of
+bantin against nginx alone with gzip_static, both sending the build's rss.xml.gz. Loopback
+only; every server is stopped after use.
 """
 
 from __future__ import annotations
@@ -105,29 +107,102 @@ def conditional_headers(url: str) -> tuple[dict[str, str], str]:
     return {}, "no ETag and no Last-Modified: conditional GET impossible"
 
 
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+
+
+def start_nginx(nginx: str, workdir: Path, name: str, http: str) -> subprocess.Popen[bytes]:
+    """nginx (one worker, like bantin's one process) with ``http`` in its http block, in
+    ``workdir/name``."""
+    prefix = workdir / name
+    prefix.mkdir(exist_ok=True)
+    user = "user root root;\n" if os.geteuid() == 0 else ""  # our temp dirs are 0700
+    (prefix / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\ndaemon off;\npid {prefix}/nginx.pid;\n"
+        f"error_log {prefix}/error.log warn;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n  access_log off;\n"
+        f"  client_body_temp_path {prefix}/body;\n  proxy_temp_path {prefix}/proxy;\n"
+        f"  fastcgi_temp_path {prefix}/fastcgi;\n  uwsgi_temp_path {prefix}/uwsgi;\n"
+        f"  scgi_temp_path {prefix}/scgi;\n"
+        f"{http}\n"
+        "}\n"
+    )
+    return procs.start([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+
+
+def deployed_server(root: Path, port: int, upstream_port: int) -> str:
+    """deploy/nginx.conf with only its placeholders replaced (the tests do the same)."""
+    text = (procs.REPO / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+    for old, new in (
+        ("root /srv/bantin/public;", f"root {root};"),
+        ("listen 80;", f"listen 127.0.0.1:{port};"),
+        ("listen [::]:80;", ""),
+        ("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream_port};"),
+    ):
+        if text.count(old) != 1:
+            raise ValueError(f"deploy/nginx.conf should hold {old!r} once")
+        text = text.replace(old, new)
+    return text
+
+
+def start_nginx_pair(
+    root: Path, workdir: Path, upstream_port: int
+) -> tuple[dict[str, int], list[subprocess.Popen[bytes]]]:
+    """deploy/nginx.conf in front of bantin, and nginx alone serving the same ``root`` with
+    gzip_static: {"front": port, "alone": port} and the processes."""
+    nginx = nginx_binary()
+    if nginx is None:
+        raise FileNotFoundError("nginx is not installed")
+    ports = {"front": procs.free_port(), "alone": procs.free_port()}
+    mime = "  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n"
+    front = start_nginx(
+        nginx,
+        workdir,
+        "nginx-front",
+        mime + deployed_server(root, ports["front"], upstream_port),
+    )
+    alone = start_nginx(
+        nginx,
+        workdir,
+        "nginx-alone",
+        mime + f"  server {{ listen 127.0.0.1:{ports['alone']}; root {root}; etag on;"
+        " gzip_static on; }",
+    )
+    for proc, port in ((front, ports["front"]), (alone, ports["alone"])):
+        procs.wait_port(port, 10, proc)
+    return ports, [front, alone]
+
+
+def gzip_served(url: str) -> dict[str, Any]:
+    """What one gzip'd GET of ``url`` answered: status, Content-Encoding, length, ETag."""
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as answer,
+    ):
+        body = b"".join(answer.iter_raw())
+        return {
+            "status": answer.status_code,
+            "content_encoding": answer.headers.get("content-encoding"),
+            "bytes": len(body),
+            "etag": answer.headers.get("etag"),
+        }
+
+
 def start_static_server(root: Path, workdir: Path) -> tuple[str, subprocess.Popen[bytes], int]:
     """nginx (one worker) if installed, else python -m http.server, serving ``root``."""
     port = procs.free_port()
-    nginx = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
-    )
+    nginx = nginx_binary()
     if nginx:
-        prefix = workdir / "nginx"
-        prefix.mkdir(exist_ok=True)
-        user = "user root root;\n" if os.geteuid() == 0 else ""  # our temp dirs are 0700
-        (prefix / "nginx.conf").write_text(
-            f"{user}worker_processes 1;\ndaemon off;\npid {prefix}/nginx.pid;\n"
-            f"error_log {prefix}/error.log warn;\n"
-            "events { worker_connections 1024; }\n"
-            "http {\n  access_log off;\n"
-            f"  client_body_temp_path {prefix}/body;\n  proxy_temp_path {prefix}/proxy;\n"
-            f"  fastcgi_temp_path {prefix}/fastcgi;\n  uwsgi_temp_path {prefix}/uwsgi;\n"
-            f"  scgi_temp_path {prefix}/scgi;\n"
+        proc = start_nginx(
+            nginx,
+            workdir,
+            "nginx",
             "  types { application/rss+xml xml; text/html html; }\n"
-            f"  server {{ listen 127.0.0.1:{port}; root {root}; etag on; }}\n"
-            "}\n"
+            f"  server {{ listen 127.0.0.1:{port}; root {root}; etag on; }}",
         )
-        proc = procs.start([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
         procs.wait_port(port, 10, proc)
         return "nginx (1 worker)", proc, port
     proc = procs.start(

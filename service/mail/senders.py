@@ -35,8 +35,9 @@ __all__ = ["BATCH", "LEDGER_PATIENCE", "MAX_BATCH", "Senders"]
 log = logging.getLogger("bantin.digest")
 
 # deliveries a sender takes at a time: BATCH at first, so that hosts share a short run evenly,
-# then twice as many after each full batch up to MAX_BATCH, so that a long run costs the ledger
-# a round trip per 64 messages, not per 8 (on PostgreSQL a take is ~4 ms whatever its size)
+# then twice as many after each full batch it took, up to MAX_BATCH, so that a long run costs
+# the ledger a round trip per 64 messages, not per 8 (on PostgreSQL a take is ~4 ms whatever
+# its size)
 BATCH = 8
 MAX_BATCH = 64
 LEDGER_PATIENCE = 30.0  # seconds a sender waits for the ledger to answer again
@@ -88,7 +89,6 @@ class Senders:
         # article id -> (revision, events as JSON) it went through, read once per run
         self.history: dict[str, list[tuple[str, str]]] = {}
         self.after = 0  # the highest id this host has taken in the run (Claims.take)
-        self.batch = BATCH  # how many the next take asks for
 
     async def drain(self, planning: Callable[[], bool]) -> None:
         """Send until the run has nothing left to send here (or is halted); ``planning`` says
@@ -101,11 +101,13 @@ class Senders:
         self.outcomes.finish()
 
     async def _sender(self, planning: Callable[[], bool]) -> None:
+        size = BATCH  # this sender's next take: doubled after each full batch it sent
         while not self.halted():
-            batch = await self._ledger(self._take)
+            batch = await self._ledger(functools.partial(self._take, size))
             if batch is GONE:
                 return
             assert isinstance(batch, list)
+            size = min(size * 2, MAX_BATCH) if len(batch) == size else BATCH
             if batch:
                 await self._send_batch(batch)
                 continue
@@ -124,17 +126,15 @@ class Senders:
             pause = POLL if earliest is None else (earliest - wall_clock.now()).total_seconds()
             await asyncio.sleep(min(max(pause, 0.01), POLL))
 
-    def _take(self) -> list[Delivery]:
+    def _take(self, size: int) -> list[Delivery]:
         now = wall_clock.now()  # claims are compared across hosts: the real time, always
         until = now + self.lease
-        size = self.batch
         batch = self.state.claims.take(self.run, self.host, size, until, now, self.after)
         if not batch and self.after:  # what was given back or deferred lies below
             self.after = 0
             batch = self.state.claims.take(self.run, self.host, size, until, now)
         if batch:
             self.after = max(self.after, batch[-1].id)
-        self.batch = min(size * 2, MAX_BATCH) if len(batch) == size else BATCH
         return batch
 
     async def _send_batch(self, batch: list[Delivery]) -> None:

@@ -6,9 +6,11 @@ index, and the small feeds, and nothing else.
 
 Across restarts the same holds through the build index (``index``, content/index.py): for each
 page written it keeps a digest of the article it was rendered from and the page file's
-(mtime, size). The first build after a restart renders only the pages whose article differs
-or whose file is not as it was left; a changed template, site setting or bantin release makes
-the index another key's, and every page is rendered again.
+(mtime, size), and the same for every group of section files (feeds, lists, archive pages,
+calendars) by a digest of what it was made from. The first build after a restart renders only
+the pages and groups whose articles differ or whose files are not as they were left; a changed
+template, site setting or bantin release makes the index another key's, and every page is
+rendered again.
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ from service.publish.search import SEARCH_SCRIPT
 from service.publish.sections import (
     Archive,
     ArchiveBatches,
+    Saved,
     Section,
     SectionWriter,
     SitemapMemory,
     Writes,
     archive_bytes,
+    article_digest,
     flat,
 )
 from service.settings import Settings, read_logo
@@ -89,7 +93,10 @@ class Builder:
         self._throttle = saved_index.Throttle()
         # page path -> (digest of the article it was rendered from, the file's mtime and size)
         self._stamps: dict[str, tuple[str, tuple[int, int]]] = {}
+        # section groups (feeds, lists, archive pages, calendars) as the build index left them
+        self._groups: dict[str, Saved] = {}
         self.rendered = 0  # article pages rendered by the last build (tests and benchmarks)
+        self.groups_made: list[str] = []  # and its groups of section files made again
         self.templates_dir = templates_dir
         self.output = Output(settings.feeds.output_dir)
         logo = read_logo(settings.site)  # ConfigError: a bad logo stops start-up or a reload
@@ -165,17 +172,15 @@ class Builder:
         produced |= self._page_paths
         written += pages_written
         self._pages = current
-        if self.index is not None:
-            self._note_pages([a for a in stale if id(a) in current])
-            if self._throttle.due(bool(stale or last.keys() - current.keys())):
-                self._save_index()
+        pages_changed = bool(stale or last.keys() - current.keys())
 
         failed = self._failed
         listed = [a for a in published if id(a) not in failed] if failed else published
         skip = (lambda a: id(a) in failed) if failed else None
         sections = scan.recent_by_category(now, len(listed), skip=skip)  # whole lists
         ordered = [category for category, _ in sections]
-        writes = Writes(self.output, self._slices, produced, written)
+        writes = Writes(self.output, self._slices, produced, written, saved=self._groups)
+        self._groups = {}  # what the build index said is needed by the first build only
         writer = SectionWriter(settings, self.pages, writes, self._sitemap)
         title = settings.site.title
         with_events = [a for a in listed if a.events]
@@ -213,7 +218,12 @@ class Builder:
             if source.is_file():
                 writes.emit("assets/" + asset, source.read_bytes())
         self._slices = writes.keys
+        self.groups_made = writes.made
         removed = self.output.finish(produced)
+        if self.index is not None:
+            self._note_pages([a for a in stale if id(a) in current])
+            if self._throttle.due(pages_changed or bool(written)):
+                self._save_index(writes.to_save())
         problems = tuple(sorted(failed.values(), key=lambda e: e.path))
         return BuildReport(len(listed), tuple(written), tuple(removed), len(produced), problems)
 
@@ -259,8 +269,9 @@ class Builder:
         return run
 
     def _index_key(self) -> tuple[object, ...]:
-        """What every page depends on besides its article: bantin's code, the site settings,
-        the templates' bytes and where the pages are."""
+        """What every page depends on besides its article: bantin's code, the settings that
+        shape pages (site, feeds, the subscription form), the templates' bytes and where the
+        pages are."""
         templates = hashlib.blake2b(digest_size=16)
         for path in sorted(self.templates_dir.rglob("*")):
             if path.is_file():
@@ -270,6 +281,8 @@ class Builder:
             saved_index.code_version(),
             os.path.realpath(self.settings.feeds.output_dir),
             repr(self.settings.site),
+            repr(self.settings.feeds),
+            repr(self.settings.subscribe),
             templates.hexdigest(),
         )
 
@@ -282,25 +295,29 @@ class Builder:
 
     def _seed(self, published: list[Article]) -> None:
         """Take the pages the build index vouches for as written: each one's article must be
-        the same (by digest) and its files as they were left (mtime and size). An article with
-        sessions is always rendered again: its calendar's SEQUENCE may come from the ledger."""
+        the same (by digest) and its files as they were left (mtime and size, and the .gz of
+        that version beside it). An article with sessions is always rendered again: its
+        calendar's SEQUENCE may come from the ledger."""
         assert self.index is not None
         try:
             key = self._index_key()
         except OSError:
             return
-        saved = saved_index.load(self.index, key)
-        if not isinstance(saved, dict):
+        loaded = saved_index.load(self.index, key)
+        if not (isinstance(loaded, tuple) and len(loaded) == 2):
             return
+        saved, self._groups = loaded
         for article in published:
             if article.events:
                 continue
             path = article.page_path() + "index.html"
             entry = saved.get(path)
-            if entry is None or entry[0] != _digest(article):
+            if entry is None or entry[0] != article_digest(article):
                 continue
             if self._page_stamp(path) != entry[1]:
                 continue  # edited, removed or replaced since: rendered again
+            if not self.output.gzip_current(path, entry[1][0]):
+                continue  # its .gz is missing or stale: the write puts it right
             self._pages[id(article)] = article
             self._page_paths.add(path)
             self._stamps[path] = entry
@@ -313,14 +330,14 @@ class Builder:
             path = article.page_path() + "index.html"
             stamp = self._page_stamp(path)
             if stamp is not None:
-                self._stamps[path] = (_digest(article), stamp)
+                self._stamps[path] = (article_digest(article), stamp)
         paths = self._page_paths
         self._stamps = {p: e for p, e in self._stamps.items() if p in paths}
 
-    def _save_index(self) -> None:
+    def _save_index(self, groups: dict[str, Saved]) -> None:
         assert self.index is not None
         with contextlib.suppress(OSError):  # a template vanished mid-build: the next build saves
-            saved_index.save(self.index, self._index_key(), self._stamps)
+            saved_index.save(self.index, self._index_key(), (self._stamps, groups))
 
     def _forget_pages_if_templates_changed(self) -> None:
         stamp = tuple(
@@ -333,18 +350,6 @@ class Builder:
             self._failed = {}
             self._stamps = {}
             self._templates_stamp = stamp
-
-
-def _digest(article: Article) -> str:
-    """The article a page was rendered from, as the build index keeps it.
-
-    An article is its file's bytes (``fingerprint``) parsed from its path in the site's zone by
-    this bantin (those two are in the index key), under the id it holds (a moved file may hold
-    an earlier one): those name it, at a fraction of the cost of a digest of every field
-    (0.8 s of a 1.7 s warm build at 10,000 articles). Without a fingerprint, every field."""
-    if not article.fingerprint:
-        return hashlib.blake2b(repr(article).encode(), digest_size=16).hexdigest()
-    return f"{article.fingerprint} {article.id} {article.slug} {article.source}"
 
 
 _worker_pages: tuple[Pages, Output] | None = None

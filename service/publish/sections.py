@@ -9,6 +9,8 @@ article is rendered again.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +20,7 @@ from service.publish.archive import Chunk, archive_feed_path, archive_page_path,
 from service.publish.calendars import CALENDAR_FILE, calendar_window, section_calendar
 from service.publish.feeds import FeedSpec, feed_files
 from service.publish.layout import FEED_FILES
-from service.publish.output import Output
+from service.publish.output import Output, precompressed
 from service.publish.pages import Pages
 from service.publish.sitemap import (
     ARTICLES_PER_FILE,
@@ -42,21 +44,36 @@ __all__ = [
     "SitemapMemory",
     "Writes",
     "archive_bytes",
+    "article_digest",
+    "stable",
 ]
 
 Key = tuple[object, ...]
 
 
+Stamp = tuple[int, int]  # a file's (mtime_ns, size)
+# a group of files as the build index keeps it across restarts: the digest of what it was made
+# from (``stable``), and each of its files with its stamp when written
+Saved = tuple[str, tuple[tuple[str, Stamp | None], ...]]
+
+
 @dataclass
 class Writes:
     """One build's files: those produced (kept), those written (changed), and the objects each
-    group of files was made from, compared with the last build's."""
+    group of files was made from, compared with the last build's.
+
+    After a restart there is no last build in memory: ``saved`` (from the build index) stands in
+    for it, by digest of the key (``stable``) and only if every file of the group is as that
+    build left it."""
 
     output: Output
     last: dict[str, Key]
     produced: set[str] = field(default_factory=set)
     written: list[str] = field(default_factory=list)
     keys: dict[str, Key] = field(default_factory=dict)
+    saved: dict[str, Saved] = field(default_factory=dict)
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> its files
+    made: list[str] = field(default_factory=list)  # the groups made again (tests, benchmarks)
 
     def emit(self, path: str, data: bytes) -> None:
         """Produce ``path`` with ``data``; written only if its bytes changed."""
@@ -68,13 +85,68 @@ class Writes:
         """True if group ``name`` was made from these very objects last time: then ``files``
         count as produced, and nothing is rendered."""
         self.keys[name] = key
+        self.files[name] = names = tuple(files)
         last = self.last.get(name)
         # tuple equality runs in C and takes the same object as equal without asking it: for
         # 100,000 unchanged articles this is a pointer comparison each
-        if last is None or not last == key:  # noqa: SIM201 (tuple ==, not a negated !=)
+        same = self._as_saved(name, key, names) if last is None else last == key
+        if not same:
+            self.made.append(name)
             return False
-        self.produced.update(files)
+        self.produced.update(names)
         return True
+
+    def _as_saved(self, name: str, key: Key, files: tuple[str, ...]) -> bool:
+        saved = self.saved.pop(name, None)
+        if saved is None or saved[0] != stable(key):
+            return False
+        if saved[1] != tuple((f, self.stamp(f)) for f in files):
+            return False
+        # each file's .gz of that version beside it, or the group is made again and the
+        # writes put a missing or stale one right (the file itself is not rewritten)
+        return all(
+            self.output.gzip_current(f, stamp[0])
+            for f, stamp in saved[1]
+            if stamp is not None and precompressed(f)
+        )
+
+    def stamp(self, path: str) -> Stamp | None:
+        """``path``'s (mtime_ns, size) in the output, or None if it is not there."""
+        try:
+            st = os.stat(os.path.join(self.output.root, path))
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def to_save(self) -> dict[str, Saved]:
+        """Every group of this build as the build index keeps it."""
+        return {
+            name: (stable(key), tuple((f, self.stamp(f)) for f in self.files[name]))
+            for name, key in self.keys.items()
+        }
+
+
+def stable(key: Key) -> str:
+    """A digest of ``key`` that is the same in another process for the same content: articles
+    by what names them (``article_digest``), anything else by its repr (categories, events,
+    numbers and strings are dataclasses and plain values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for item in key:
+        text = article_digest(item) if isinstance(item, Article) else repr(item)
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+def article_digest(article: Article) -> str:
+    """The article a file was made from, as the build index keeps it.
+
+    An article is its file's bytes (``fingerprint``) parsed from its path in the site's zone by
+    this bantin (those two are in the index key), under the id it holds (a moved file may hold
+    an earlier one): those name it, at a fraction of the cost of a digest of every field
+    (0.8 s of a 1.7 s warm build at 10,000 articles). Without a fingerprint, every field."""
+    if not article.fingerprint:
+        return hashlib.blake2b(repr(article).encode(), digest_size=16).hexdigest()
+    return f"{article.fingerprint} {article.id} {article.slug} {article.source}"
 
 
 @dataclass

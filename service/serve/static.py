@@ -1,7 +1,10 @@
 """The output directory over HTTP: strong ETags, Last-Modified, 304s, HEAD, gzip, no escapes.
 
 Files are served with a strong ETag from their bytes (cached by path, mtime, size and inode,
-so a poll costs one ``stat``) and compressed once per file version. Paths are checked segment
+so a poll costs one ``stat``) and compressed once per file version: the build's own ``.gz``
+beside the file is read when it was written with this version (same mtime), else the bytes are
+compressed here, into the same bytes. A ``.gz`` asked for by name is a download
+(``application/gzip``), never a page. Paths are checked segment
 by segment on the raw request path, before any decoding can turn ``%2e%2e`` or ``%2f`` into
 something else, and the resolved file must lie inside the output directory: anything else is
 a 404.
@@ -9,7 +12,6 @@ a 404.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import mimetypes
 import os
@@ -28,6 +30,7 @@ from starlette.responses import Response, StreamingResponse
 
 from service.metrics import Metrics, PathKind
 from service.publish.layout import FEED_FILES, NOT_FOUND_PAGE
+from service.publish.output import GZIP_SUFFIX, gzip_bytes
 
 CACHE_BUDGET = 64 * 1024 * 1024  # bytes of file bodies (plain + gzip) kept in memory
 # Files larger than the cache keeps (an operator's PDF, a video) are streamed from disk as they
@@ -45,6 +48,9 @@ _TYPES = {
     ".txt": "text/plain",
     ".svg": "image/svg+xml",
     ".ics": "text/calendar",  # with "; charset=utf-8", as every text type
+    # the build's rss.xml.gz asked for by name: the compressed file itself, as nginx sends it
+    # (mimetypes would say application/xml, and a reader would take gzip bytes for a feed)
+    ".gz": "application/gzip",
 }
 _TEXT_TYPES = ("text/", "application/xml", "application/json", "image/svg+xml")
 _TEXT_TYPES_EXTRA = ("+xml", "+json", "javascript")
@@ -87,8 +93,17 @@ def _load(path: Path) -> _Entry:
     return _Entry(_version(st), st.st_mtime, body, etag)
 
 
-def _compress(body: bytes) -> bytes:
-    return gzip.compress(body, compresslevel=9, mtime=0)  # mtime=0: same bytes every time
+def _compressed(path: Path, entry: _Entry) -> bytes:
+    """The gzip of ``entry``: the build's ``.gz`` beside ``path`` if it was written with this
+    version of the file (the build stamps it with the file's mtime), else compressed here.
+    Either way the same bytes (``gzip_bytes``), as a strong ETag promises."""
+    try:
+        with open(str(path) + GZIP_SUFFIX, "rb") as handle:
+            if os.fstat(handle.fileno()).st_mtime_ns == entry.version[0]:
+                return handle.read()
+    except OSError:
+        pass  # none (a file an operator put there, a tiny one), or unreadable
+    return gzip_bytes(entry.body)
 
 
 class _FileCache:
@@ -289,7 +304,7 @@ class OutputFiles:
             entry = await run_in_threadpool(_load, found.path)
             self.cache.put(found.key, entry)
         if want_gzip and entry.gz is None:
-            entry.gz = await run_in_threadpool(_compress, entry.body)
+            entry.gz = await run_in_threadpool(_compressed, found.path, entry)
             self.cache.put(found.key, entry)  # re-account its size
         return entry
 

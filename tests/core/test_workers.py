@@ -87,4 +87,7 @@ def test_archives_made_by_workers_match_serial(
     archives = {p for p in serial if p.startswith(("page/", "archive/", "categories/mu"))}
     assert {"page/1/index.html", "archive/rss/4.xml", "archive/atom/4.xml"} <= archives
     assert archives - {p for p in serial if p.endswith(("rss.xml", "atom.xml", "feed.json"))}
-    assert set(report.written) == set(serial) - {".bantin-manifest"}
+    # every file but the manifest and the gzips beside the files, which a report leaves out
+    assert set(report.written) == {p for p in serial if not p.endswith(".gz")} - {
+        ".bantin-manifest"
+    }

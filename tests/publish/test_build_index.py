@@ -35,11 +35,15 @@ def files(root: Path) -> dict[str, bytes]:
     }
 
 
+GROUPS: list[str] = []  # the groups of section files the last start made again
+
+
 def start(settings: Settings) -> tuple[int, int, dict[str, bytes]]:
-    """A restart: (files parsed, pages rendered, the output)."""
+    """A restart: (files parsed, pages rendered, the output); GROUPS, the section files made."""
     source = Source(settings.source.dir, settings.site.zone, index=settings.state.scan_index)
     builder = Builder(settings, settings.site.templates_dir, index=settings.state.build_index)
     builder.build(source.scan(), NOW)
+    GROUPS[:] = builder.groups_made
     return source.parsed, builder.rendered, files(Path(settings.feeds.output_dir))
 
 
@@ -57,17 +61,22 @@ def cold(settings: Settings, project: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def site(settings: Settings, write: Callable[[str, str], Path]) -> Settings:
+def site(project: Path, write: Callable[[str, str], Path]) -> Settings:
+    config = project / "config" / "bantin.toml"
+    with config.open("a", encoding="utf-8") as file:
+        file.write("[feeds]\nmax_items = 5\n")  # 12 articles: the archive has pages
+    settings = load_settings(config)
     for n in range(1, 13):
         write(f"tin-{n}.md", article(f"Tin số {n}", n, "Lịch tiếp công dân" if n % 3 else "Tin"))
     parsed, rendered, _ = start(settings)
     assert (parsed, rendered) == (12, 12)
+    assert "" in GROUPS and "page/1" in GROUPS  # the front page and feeds, the archive
     return settings
 
 
 def test_a_restart_renders_nothing(site: Settings, project: Path) -> None:
     parsed, rendered, output = start(site)
-    assert (parsed, rendered) == (0, 0)
+    assert (parsed, rendered, GROUPS) == (0, 0, [])
     assert output == cold(site, project)
 
 
@@ -79,6 +88,27 @@ def test_an_article_edited_while_stopped_is_the_only_page_rendered(
     assert (parsed, rendered) == (1, 1)
     assert output == cold(site, project)
     assert "Tin số 4 (đã sửa)" in output["articles/tin-4/index.html"].decode()
+    # the archive pages that held it are made again (it moved to a new category, "Thông báo");
+    # those of the other category are not
+    assert {"page/1", "categories/lich-tiep-cong-dan/page/1"} <= set(GROUPS)
+    assert not [g for g in GROUPS if g.startswith("categories/tin/")]
+
+
+@pytest.mark.parametrize("path", ["rss.xml", "page/1/index.html", "categories/tin/atom.xml"])
+@pytest.mark.parametrize("how", ["edited", "removed"])
+def test_a_list_or_feed_changed_in_the_output_is_written_again(
+    site: Settings, project: Path, path: str, how: str
+) -> None:
+    target = project / "public" / path
+    assert target.is_file()
+    if how == "edited":
+        target.write_bytes(target.read_bytes().replace(b"Tin", b"Tun"))
+    else:
+        target.unlink()
+    parsed, rendered, output = start(site)
+    assert (parsed, rendered) == (0, 0)
+    assert len(GROUPS) == 1
+    assert output == cold(site, project)
 
 
 @pytest.mark.parametrize("how", ["edited", "removed"])

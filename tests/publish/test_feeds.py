@@ -219,7 +219,7 @@ def test_category_feeds(corpus: Path) -> None:
         "tin-tuc-su-kien": ["Văn phòng UBND tỉnh"],
     }
     assert sorted(p.name for p in (corpus / "categories").iterdir()) == sorted(
-        [*expected, "index.html"]  # /categories/ lists them all
+        [*expected, "index.html", "index.html.gz"]  # /categories/ lists them all
     )
     for slug, titles in expected.items():
         folder = corpus / "categories" / slug

@@ -13,6 +13,7 @@ from email.utils import formatdate
 import pytest
 from webkit import SECRET, Client, Served, Site
 
+from service.publish.output import gzip_bytes
 from service.serve.static import _Entry, _FileCache, accepts_gzip, etag_matches
 
 # --- static files -------------------------------------------------------------------------
@@ -119,6 +120,55 @@ def test_gzip_when_asked(web: Client, site: Site) -> None:
     assert web.get("/rss.xml", headers=conditional).status_code == 304
     refused = web.get("/rss.xml", headers={"Accept-Encoding": "gzip;q=0, *"})
     assert "content-encoding" not in refused.headers
+
+
+def test_the_builds_gzip_is_sent_when_it_is_of_this_version_of_the_file(
+    web: Client, site: Site
+) -> None:
+    feed = site.output / "rss.xml"
+    body = feed.read_bytes()
+    # a .gz of the same bytes at another level: valid, and told apart from ours by its bytes
+    other = gzip.compress(body, compresslevel=1, mtime=0)
+    assert other != gzip_bytes(body)
+    packed = site.output / "rss.xml.gz"
+    packed.write_bytes(other)
+    stamp = feed.stat().st_mtime_ns
+    os.utime(packed, ns=(stamp, stamp))
+    ask = {"Accept-Encoding": "gzip"}
+    headers, raw = web.raw("/rss.xml", headers=ask)
+    assert headers["content-encoding"] == "gzip"
+    assert raw == other  # read from disk, not compressed again
+
+    # the file changed since: the .gz beside it is another version's and is not sent
+    feed.write_bytes(body.replace("số 1 ".encode(), "số một ".encode()))
+    os.utime(feed, ns=(stamp + 10**9, stamp + 10**9))
+    headers, raw = web.raw("/rss.xml", headers=ask)
+    assert gzip.decompress(raw) == feed.read_bytes()
+    assert raw == gzip_bytes(feed.read_bytes())
+
+
+def test_a_file_without_its_gzip_is_compressed_into_what_the_build_would_write(
+    web: Client, site: Site
+) -> None:
+    assert not (site.output / "atom.xml.gz").exists()
+    headers, raw = web.raw("/atom.xml", headers={"Accept-Encoding": "gzip"})
+    assert headers["content-encoding"] == "gzip"
+    assert raw == gzip_bytes((site.output / "atom.xml").read_bytes())
+
+
+def test_a_gzip_file_asked_for_by_name_is_a_download_never_a_page(web: Client, site: Site) -> None:
+    packed = gzip_bytes((site.output / "rss.xml").read_bytes())
+    (site.output / "rss.xml.gz").write_bytes(packed)
+    for ask in ({"Accept-Encoding": "gzip"}, {"Accept-Encoding": "identity"}):
+        headers, raw = web.raw("/rss.xml.gz", headers=ask)
+        assert headers["content-type"] == "application/gzip"
+        assert "content-encoding" not in headers  # not to be unpacked and shown as a feed
+        assert raw == packed
+        head = web.head("/rss.xml.gz", headers=ask)
+        assert head.status_code == 200
+        assert head.content == b""
+        assert head.headers["content-length"] == str(len(packed))
+    assert web.get("/nothing.xml.gz").status_code == 404
 
 
 def test_accept_encoding_parsing() -> None:
