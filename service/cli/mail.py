@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import re
+import signal
 import sys
 import tempfile
 import webbrowser
@@ -105,13 +106,45 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
                 progress=progress,
                 processes=default_processes(),
             )
-            report: RunReport = asyncio.run(run_digest(run))
+            report: RunReport = asyncio.run(_stoppable(run))
             if progress:
                 sys.stderr.write("\n")
     finally:
         state.close()
     print(report.summary())
     return 1 if report.stopped else 0
+
+
+async def _stoppable(run: DigestRun) -> RunReport:
+    """``run_digest(run)``, which SIGTERM ends as Ctrl-C does: by cancelling its task, so that
+    its clean-up (compose workers, connections) runs inside the loop; then Stopped, as
+    everywhere else. Raised by the signal handler itself, Stopped could land in the loop's own
+    clean-up and leave the run's task unfinished ("Task was destroyed but it is pending!")."""
+    from service.cli import Stopped  # the CLI's package imports this module
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    previous = signal.getsignal(signal.SIGTERM)
+    terms: list[bool] = []
+
+    def stop() -> None:
+        terms.append(True)
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (RuntimeError, ValueError):  # not the main thread: the handler there stays
+        return await run_digest(run)
+    try:
+        return await run_digest(run)
+    except asyncio.CancelledError:
+        if terms:
+            raise Stopped() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _find_subscriber(settings: Settings, email: str) -> Subscriber:

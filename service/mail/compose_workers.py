@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
@@ -70,6 +71,8 @@ class ComposeWorkers:
         # the pool is started on a thread of its own: starting the forkserver and a worker took
         # 1.2 s here, which on the loop stalled every HTTP request for as long
         self._starter: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()  # the starter thread hands the pool over under it
+        self._closed = False
         # this process's composing happens on one thread beside the event loop, never on it:
         # a template that runs to its time budget must not stop the loop (and the HTTP server)
         self._thread: ThreadPoolExecutor | None = None
@@ -93,7 +96,7 @@ class ComposeWorkers:
         """
         loop = asyncio.get_running_loop()
         usable = self.processes > 0 and all(a.id in self.articles for a in articles)
-        if usable and self.inline_count >= INLINE and self._starter is None:
+        if usable and self.inline_count >= INLINE and self._starter is None and not self._closed:
             self._starter = ThreadPoolExecutor(1, thread_name_prefix="bantin-compose-start")
             self._starter.submit(self._start_pool)
         if not usable or self._executor is None:  # until the workers are up, here
@@ -133,20 +136,30 @@ class ComposeWorkers:
         )
         try:
             pool.submit(int).result()
-        except BaseException:
+        except Exception:  # e.g. a forkserver stopped by the signal that stops the run
             pool.shutdown(wait=False, cancel_futures=True)
-            log.warning("compose workers could not start; composing in this process")
-            raise
-        self._executor = pool
+            if not self._closed:
+                log.warning("compose workers could not start; composing in this process")
+            return
+        with self._lock:
+            if self._closed:  # the run ended while they started: they are not needed
+                pool.shutdown(wait=False, cancel_futures=True)
+                return
+            self._executor = pool
 
     def close(self) -> None:
-        """End the workers and the composing thread: started work ends, the rest is cancelled."""
-        if self._starter is not None:  # a pool still starting is waited for, then ended
-            self._starter.shutdown(wait=True)
+        """End the workers and the composing thread: started work ends, the rest is cancelled.
+
+        A pool still starting is not waited for (a stopped run must end at once): it ends as
+        soon as it is up, and its workers end with this process in any case."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if self._starter is not None:
+            self._starter.shutdown(wait=False)
             self._starter = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
         if self._thread is not None:
             self._thread.shutdown(wait=True, cancel_futures=True)
             self._thread = None
