@@ -69,10 +69,13 @@ class _Entry:
     body: bytes
     etag: str
     gz: bytes | None = None
+    gz_etag: str = ""
 
-    @property
-    def gz_etag(self) -> str:
-        return self.etag[:-1] + '-gz"'
+    def compressed(self, gz: bytes) -> None:
+        self.gz = gz
+        # from the gzip's own bytes: the build's .gz, one an operator put there and one made
+        # here may differ for the same file, and a strong ETag names exactly one set of bytes
+        self.gz_etag = '"' + hashlib.sha256(gz).hexdigest()[:32] + '-gz"'
 
     @property
     def cost(self) -> int:
@@ -96,7 +99,7 @@ def _load(path: Path) -> _Entry:
 def _compressed(path: Path, entry: _Entry) -> bytes:
     """The gzip of ``entry``: the build's ``.gz`` beside ``path`` if it was written with this
     version of the file (the build stamps it with the file's mtime), else compressed here.
-    Either way the same bytes (``gzip_bytes``), as a strong ETag promises."""
+    Its ETag comes from its own bytes (``_Entry.gz_etag``)."""
     try:
         with open(str(path) + GZIP_SUFFIX, "rb") as handle:
             if os.fstat(handle.fileno()).st_mtime_ns == entry.version[0]:
@@ -304,7 +307,7 @@ class OutputFiles:
             entry = await run_in_threadpool(_load, found.path)
             self.cache.put(found.key, entry)
         if want_gzip and entry.gz is None:
-            entry.gz = await run_in_threadpool(_compressed, found.path, entry)
+            entry.compressed(await run_in_threadpool(_compressed, found.path, entry))
             self.cache.put(found.key, entry)  # re-account its size
         return entry
 

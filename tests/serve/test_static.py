@@ -7,6 +7,7 @@ targets that must reach the app exactly as written go to one real uvicorn server
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from email.utils import formatdate
 
@@ -138,6 +139,8 @@ def test_the_builds_gzip_is_sent_when_it_is_of_this_version_of_the_file(
     headers, raw = web.raw("/rss.xml", headers=ask)
     assert headers["content-encoding"] == "gzip"
     assert raw == other  # read from disk, not compressed again
+    # the strong ETag names these bytes, not the file's: ours would be another's
+    assert headers["etag"] == '"' + hashlib.sha256(other).hexdigest()[:32] + '-gz"'
 
     # the file changed since: the .gz beside it is another version's and is not sent
     feed.write_bytes(body.replace("số 1 ".encode(), "số một ".encode()))
@@ -145,6 +148,7 @@ def test_the_builds_gzip_is_sent_when_it_is_of_this_version_of_the_file(
     headers, raw = web.raw("/rss.xml", headers=ask)
     assert gzip.decompress(raw) == feed.read_bytes()
     assert raw == gzip_bytes(feed.read_bytes())
+    assert headers["etag"] == '"' + hashlib.sha256(raw).hexdigest()[:32] + '-gz"'
 
 
 def test_a_file_without_its_gzip_is_compressed_into_what_the_build_would_write(
