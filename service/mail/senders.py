@@ -140,6 +140,10 @@ class Senders:
     async def _send_batch(self, batch: list[Delivery]) -> None:
         jobs: list[tuple[Delivery, asyncio.Future[bytes]]] = []
         give_back: list[int] = []
+        # one moment (the Date, and the date the templates print) for the whole batch, composed
+        # at once: digests of the same articles at the same moment share one render
+        # (mail/renders.py); a moment per message made every digest a render of its own, twice
+        moment = self.clock()
         for delivery in batch:
             articles = [self.articles[i] for i in delivery.article_ids if i in self.articles]
             if len(articles) < len(delivery.article_ids):
@@ -164,7 +168,7 @@ class Senders:
                         articles,
                         delivery.frequency,
                         delivery.message_id,
-                        self.clock(),
+                        moment,
                         delivery.id,  # signs the mailto: unsubscribe fallback
                         events,
                     ),
