@@ -302,9 +302,16 @@ def test_a_4xx_is_retried_in_the_run_then_left_pending_and_resent_with_the_same_
     assert (problem.status, problem.code) == ("pending", 450)
     assert problem.reply is not None and "mailbox busy" in problem.reply
 
+    # the name given since in the file is the one the waiting message is sent with
+    harness.subscribers(
+        subscriber("busy@example.org", name="Nguyễn Văn Bận"),
+        subscriber("blip@example.org"),
+        subscriber("fine@example.org"),
+    )
     report = harness.run(news, at=T0 + timedelta(hours=2))
     assert (report.sent, report.deferred) == (1, 0)
     [resent] = mail.to("busy@example.org")
+    assert resent.message["To"] == "Nguyễn Văn Bận <busy@example.org>"
     assert resent.message_id == pending.message_id
     assert resent.message_id == message_id("busy@example.org", ["new"], "tinh.example.gov.vn")
     assert harness.state.deliveries.pending() == []
