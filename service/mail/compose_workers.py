@@ -12,11 +12,13 @@ starting them took 1.2 s, a stall of every HTTP request for as long.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from service import workers
 from service.mail.compose import NO_EVENTS, Composer
@@ -28,6 +30,9 @@ from service.settings import Settings
 log = logging.getLogger("bantin.digest")
 
 INLINE = 64  # messages composed in-process before a run is worth worker processes
+# messages handed to a worker at once: handing them over one by one (pickling each, waking the
+# pool's thread, a result through the pipe) cost the sending process as much as composing them
+GROUP = 8
 
 _composer: Composer | None = None
 _articles: dict[str, Article] = {}
@@ -55,6 +60,50 @@ def _compose_in_worker(
     return _composer.compose(subscriber, articles, frequency, message_id, now, delivery_id, events)
 
 
+def _compose_group_in_worker(
+    jobs: list[tuple[Any, ...]],
+) -> list[bytes | Exception]:
+    """Each of ``jobs`` (the arguments of ``_compose_in_worker``) composed: its bytes, or the
+    error composing it raised (a template that fails), so one message's error is its own."""
+    results: list[bytes | Exception] = []
+    for job in jobs:
+        try:
+            results.append(_compose_in_worker(*job))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+def _settle(futures: list[asyncio.Future[bytes]], group: asyncio.Future[list[Any]]) -> None:
+    """Give each message's future its part of a group's outcome (a future given up already,
+    as a halted run gives up what it will not send, is left as it is)."""
+    if group.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    error = group.exception()
+    results = group.result() if error is None else [error] * len(futures)
+    for future, result in zip(futures, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+class Job(NamedTuple):
+    """One message to compose: the arguments of ``ComposeWorkers.compose``."""
+
+    subscriber: Subscriber
+    articles: Sequence[Article]
+    frequency: Frequency
+    message_id: str
+    now: datetime
+    delivery_id: int | None = None
+    events: DigestEvents = NO_EVENTS
+
+
 def default_processes() -> int:
     """Worker processes a large run composes in: every core but the one that sends."""
     return max(0, workers.cores() - 1)
@@ -77,6 +126,7 @@ class ComposeWorkers:
         # a template that runs to its time budget must not stop the loop (and the HTTP server)
         self._thread: ThreadPoolExecutor | None = None
         self.inline_count = 0  # messages composed in this process
+        self.handoffs = 0  # groups of messages handed to the worker processes (compose_many)
 
     def compose(
         self,
@@ -120,6 +170,25 @@ class ComposeWorkers:
                 _compose_in_worker, subscriber, ids, frequency, message_id, now, delivery_id, events
             )
         )
+
+    def compose_many(self, jobs: Sequence[Job]) -> list[asyncio.Future[bytes]]:
+        """``compose`` for each of ``jobs``, the futures in their order. Once the worker
+        processes are up, the messages go to them GROUP at a time: one hand-off for several
+        messages, each still with a future of its own (a template error fails its own)."""
+        executor = self._executor
+        if executor is None or not all(a.id in self.articles for job in jobs for a in job.articles):
+            return [self.compose(*job) for job in jobs]
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = [loop.create_future() for _ in jobs]
+        for start in range(0, len(jobs), GROUP):
+            group = [
+                (j.subscriber, tuple(a.id for a in j.articles), *j[2:])
+                for j in jobs[start : start + GROUP]
+            ]
+            done = asyncio.wrap_future(executor.submit(_compose_group_in_worker, group))
+            done.add_done_callback(functools.partial(_settle, futures[start : start + GROUP]))
+        self.handoffs += (len(jobs) + GROUP - 1) // GROUP
+        return futures
 
     def _start_pool(self) -> None:
         """Start the worker processes and wait until one has composed nothing: then the pool

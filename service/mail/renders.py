@@ -189,6 +189,7 @@ class SharedRenders:
         self._cache: OrderedDict[_Key, _Shared] = OrderedDict()
         self._strings: frozenset[str] | None = None  # personal context names, once probed
         self.hits = 0  # digests made from a shared render (for tests and benchmarks)
+        self.made = 0  # shared renders made (each also rendered whole once, to check it)
 
     def render(
         self,
@@ -250,6 +251,7 @@ class SharedRenders:
             if shared is None:
                 return None
             self._cache[key] = shared
+            self.made += 1
             if len(self._cache) > CACHE:
                 self._cache.popitem(last=False)
         else:

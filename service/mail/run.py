@@ -238,16 +238,17 @@ class DigestRun:
         self.report.subscribers += len(chunk)
         chosen: dict[str, tuple[Subscriber, list[str]]] = {}
         advance: list[str] = []
-        listed: list[Subscriber] = []
+        rejoin: list[Subscriber] = []  # active, with mail that waited since an earlier run
         for subscriber in chunk:
             status = states[subscriber.key]
             if status.failures:
                 self.outcomes.failing.add(subscriber.key)
-            for delivery in self.waiting.pop(subscriber.key, []):
+            waited = self.waiting.pop(subscriber.key, [])
+            for delivery in waited:
                 if not status.active:
                     self._cancel(delivery, "unsubscribed or suspended")
-            if status.active:
-                listed.append(subscriber)
+            if status.active and waited:
+                rejoin.append(subscriber)
             if subscriber.frequency != self.frequency or not status.active:
                 continue
             advance.append(subscriber.key)
@@ -263,7 +264,10 @@ class DigestRun:
                 self.report.sent += 1
             return
         domain = self.composer.domain
-        self.state.claims.verify(listed, self.token, self.now)  # what waited joins this run
+        # what waited joins this run; only those who have such mail are looked up: an update
+        # per subscriber, each a scan of every pending row (this run's too), cost more than
+        # planning the rest of the chunk
+        self.state.claims.verify(rejoin, self.token, self.now)
         self.state.deliveries.claim(
             claims,
             advance,

@@ -24,7 +24,7 @@ from service.errors import BantinError, StateError
 from service.ledger import State
 from service.ledger.deliveries import Delivery
 from service.mail.compose import Composer
-from service.mail.compose_workers import ComposeWorkers
+from service.mail.compose_workers import ComposeWorkers, Job
 from service.mail.events import Change, DigestEvents, changes, read_snapshot, sequences, snapshot
 from service.mail.outcomes import Attempt, Outcomes
 from service.mail.transport import Transport
@@ -138,8 +138,12 @@ class Senders:
         return batch
 
     async def _send_batch(self, batch: list[Delivery]) -> None:
-        jobs: list[tuple[Delivery, asyncio.Future[bytes]]] = []
+        planned: list[tuple[Delivery, Job]] = []
         give_back: list[int] = []
+        # one moment (the Date, and the date the templates print) for the whole batch, composed
+        # at once: digests of the same articles at the same moment share one render
+        # (mail/renders.py); a moment per message made every digest a render of its own, twice
+        moment = self.clock()
         for delivery in batch:
             articles = [self.articles[i] for i in delivery.article_ids if i in self.articles]
             if len(articles) < len(delivery.article_ids):
@@ -156,20 +160,18 @@ class Senders:
                 continue
             # an update first: the time that changed is what the reader must not miss
             articles.sort(key=lambda a: (a.id in delivery.previous, a.date, a.id), reverse=True)
-            jobs.append(
-                (
-                    delivery,
-                    self.composers.compose(
-                        delivery.subscriber,
-                        articles,
-                        delivery.frequency,
-                        delivery.message_id,
-                        self.clock(),
-                        delivery.id,  # signs the mailto: unsubscribe fallback
-                        events,
-                    ),
-                )
+            job = Job(
+                delivery.subscriber,
+                articles,
+                delivery.frequency,
+                delivery.message_id,
+                moment,
+                delivery.id,  # signs the mailto: unsubscribe fallback
+                events,
             )
+            planned.append((delivery, job))
+        composed = self.composers.compose_many([job for _, job in planned])
+        jobs = [(delivery, data) for (delivery, _), data in zip(planned, composed, strict=True)]
         renew_at = wall_clock.now() + self.lease / 2
         for number, (delivery, data) in enumerate(jobs):
             if self.halted():

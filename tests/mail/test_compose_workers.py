@@ -19,7 +19,7 @@ from service.mail.compose import Composer
 from service.mail.run import DigestRun
 from service.mail.subscribers import read_entries
 from service.mail.transport import FileTransport, Outcome
-from service.model import Article
+from service.model import Article, Subscriber
 from service.settings import load_settings
 
 NOW = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
@@ -83,9 +83,7 @@ def articles() -> list[Article]:
     ]
 
 
-def run_once(directory: Path, processes: int) -> tuple[dict[str, bytes], float]:
-    """The messages of a run, by recipient, and the longest the loop stalled meanwhile."""
-    directory.mkdir()
+def configure(directory: Path) -> Path:
     config = directory / "bantin.toml"
     config.write_text(
         '[site]\ntitle = "Cổng thông tin tỉnh"\nbase_url = "https://tinh.example.gov.vn"\n'
@@ -95,6 +93,13 @@ def run_once(directory: Path, processes: int) -> tuple[dict[str, bytes], float]:
         f'subscribers_file = "{directory}/subscribers.toml"\noutbox_dir = "{directory}/outbox"\n',
         encoding="utf-8",
     )
+    return config
+
+
+def run_once(directory: Path, processes: int) -> tuple[dict[str, bytes], float]:
+    """The messages of a run, by recipient, and the longest the loop stalled meanwhile."""
+    directory.mkdir()
+    config = configure(directory)
     (directory / "subscribers.toml").write_text(
         "".join(
             f'[[subscriber]]\nemail = "nguoi{i}@example.org"\nname = "Người {i}"\n'
@@ -159,3 +164,38 @@ def test_workers_that_start_slowly_never_stall_the_loop(
     messages, stall = run_once(tmp_path / "slow", processes=1)
     assert len(messages) == COUNT
     assert stall < 1.0  # the 2 s were spent beside the loop, not on it
+
+
+@pytest.mark.usefixtures("project")
+def test_the_workers_take_messages_in_groups_each_with_its_own_outcome(tmp_path: Path) -> None:
+    """Handing each message over alone cost the sending process as much as composing it: the
+    workers take GROUP at a time, and a message that cannot be composed fails alone."""
+    composer = Composer(load_settings(configure(tmp_path)), b"key")
+    news = articles()
+    jobs = [
+        pool.Job(
+            Subscriber(f"nguoi{i}@example.org", f"Người {i}"),
+            news,
+            "daily",
+            f"<so-{i}@tinh.example.gov.vn>",
+            NOW,
+            i,
+        )
+        for i in range(2 * pool.GROUP + 3)
+    ]
+    jobs[5] = jobs[5]._replace(message_id="<so-5\nBcc: x@example.org>")  # not a header
+    composers = pool.ComposeWorkers(composer, news, 1)
+    composers._start_pool()  # here, rather than beside a run's first messages
+
+    async def compose_all() -> list[bytes | BaseException]:
+        return await asyncio.gather(*composers.compose_many(jobs), return_exceptions=True)
+
+    try:
+        assert composers._executor is not None, "the worker did not start"
+        results = asyncio.run(compose_all())
+    finally:
+        composers.close()
+    assert (composers.handoffs, composers.inline_count) == (3, 0)
+    assert isinstance(results[5], ValueError) and "line break" in str(results[5])
+    others = [job for n, job in enumerate(jobs) if n != 5]
+    assert [r for n, r in enumerate(results) if n != 5] == [composer.compose(*j) for j in others]

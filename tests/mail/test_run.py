@@ -10,8 +10,9 @@ test_transport.py, and faults of a real server in test_smtp_faults.py. Time is d
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -128,6 +129,7 @@ class Harness:
         frequency: Frequency = "daily",
         retry_delays: Sequence[float] = (0.01,),
         dry_run: bool = False,
+        clock: Callable[[], datetime] | None = None,
     ) -> RunReport:
         visible = [a for a in published if a.is_published(at)]
         known = {a.category.slug: a.category.name for a in visible}
@@ -140,7 +142,7 @@ class Harness:
             read_entries(self.settings.mail.subscribers_file, known),
             dry_run=dry_run,
             retry_delays=retry_delays,
-            clock=lambda: at,
+            clock=clock or (lambda: at),
         )
         return asyncio.run(run_digest(run))
 
@@ -300,9 +302,16 @@ def test_a_4xx_is_retried_in_the_run_then_left_pending_and_resent_with_the_same_
     assert (problem.status, problem.code) == ("pending", 450)
     assert problem.reply is not None and "mailbox busy" in problem.reply
 
+    # the name given since in the file is the one the waiting message is sent with
+    harness.subscribers(
+        subscriber("busy@example.org", name="Nguyễn Văn Bận"),
+        subscriber("blip@example.org"),
+        subscriber("fine@example.org"),
+    )
     report = harness.run(news, at=T0 + timedelta(hours=2))
     assert (report.sent, report.deferred) == (1, 0)
     [resent] = mail.to("busy@example.org")
+    assert resent.message["To"] == "Nguyễn Văn Bận <busy@example.org>"
     assert resent.message_id == pending.message_id
     assert resent.message_id == message_id("busy@example.org", ["new"], "tinh.example.gov.vn")
     assert harness.state.deliveries.pending() == []
@@ -409,3 +418,30 @@ def test_invalid_entries_are_never_mailed_and_waiting_mail_follows_the_file(
     assert mail.recipients() == ["a@example.org", "b@example.org"]
     assert harness.state.deliveries.pending() == []
     assert harness.state.counts()["cancelled"] == 2
+
+
+# -- composing ----------------------------------------------------------------------------
+
+
+def test_a_batch_is_composed_at_one_moment_so_its_digests_share_one_render(
+    harness: Harness, mail: Mailroom
+) -> None:
+    """With a clock that moves between calls, as the real one does, the digests of one batch
+    still share one render: a moment per message made each digest a render of its own, and
+    another whole one to check it."""
+    people = [subscriber(f"nguoi{n}@example.org") for n in range(24)]
+    harness.subscribers(*people)
+    harness.run([article("old")])
+    at = T0 + timedelta(hours=1)
+    ticks = itertools.count()
+    report = harness.run(
+        [article("old"), article("new-1"), article("new-2")],
+        at=at,
+        clock=lambda: at + timedelta(milliseconds=next(ticks)),
+    )
+    assert report.sent == 24 and len(mail.received) == 24
+    shared = harness.composer.shared
+    assert shared.hits == 24
+    # two senders take 8, 8, then the 8 left: a render (and its check) per batch at most
+    assert 1 <= shared.made <= 3
+    assert titles(mail, "nguoi23@example.org") == [["Tin new-1", "Tin new-2"]]
