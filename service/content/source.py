@@ -19,14 +19,28 @@ from zoneinfo import ZoneInfo
 from service import workers
 from service.content import index
 from service.content.index import Throttle as index_throttle
-from service.content.parse import parse_markdown, parse_portal
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, printable
 from service.model import Article
 
 __all__ = ["MAX_FILE_BYTES", "PARSERS", "Source", "parse_file"]
 
-PARSERS = {".md": parse_markdown, ".markdown": parse_markdown, ".txt": parse_portal}
+
+# The parsers (YAML, cmark, nh3, lxml) are imported with the first file to parse: a restart
+# over an unchanged tree parses none.
+def _markdown(text: str, source: str, zone: ZoneInfo) -> Article:
+    from service.content.parse import parse_markdown
+
+    return parse_markdown(text, source, zone)
+
+
+def _portal(text: str, source: str, zone: ZoneInfo) -> Article:
+    from service.content.parse import parse_portal
+
+    return parse_portal(text, source, zone)
+
+
+PARSERS = {".md": _markdown, ".markdown": _markdown, ".txt": _portal}
 # An announcement is a few kilobytes; a file far beyond this is a misplaced dump or log, and
 # reading it whole on every change would stall the scan and the feeds that carry it.
 MAX_FILE_BYTES = 2_000_000

@@ -9,7 +9,6 @@ it does not.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import shutil
 import tempfile
@@ -155,7 +154,7 @@ def test_an_index_that_names_other_classes_is_refused_not_run(tmp_path: Path) ->
             return (Path.touch, (marker,))
 
     data = pickle.dumps((key, {"tin.md": Hostile()}))
-    saved.write_bytes(b"bantin-index 1\n" + hashlib.blake2b(data, digest_size=32).digest() + data)
+    saved.write_bytes(index._MAGIC + index._checksum(data) + data)
     source = Source(root, ZONE, index=saved)
     assert whole(source.scan()) == whole(Source(root, ZONE).scan())
     assert not marker.exists() and source.parsed == 6
