@@ -1,7 +1,8 @@
 """`bantin build`: the articles to the feeds and pages, once.
 
 It is also how a site restarts (after a deploy, a crash, a reboot), so it imports only what a
-build needs: the ledger for the articles' identities, without the mail stack (see cli/__init__).
+build needs: not the mail stack (see cli/__init__), and not even SQLAlchemy when the articles'
+identities can be read straight from a current SQLite state (ledger/snapshot.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import time
 
 from service import clock
 from service.content.source import Source
-from service.ledger.articles import Articles
-from service.ledger.db import Database
+from service.ledger.snapshot import sqlite_identities
 from service.publish.build import Builder
 from service.settings import Settings
 
@@ -21,7 +21,15 @@ __all__ = ["cmd_build", "known_identities"]
 
 
 def known_identities(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-    """What the ledger knows of recorded articles' files, so moved files keep their identity."""
+    """What the ledger knows of recorded articles' files, so moved files keep their identity:
+    straight from a current SQLite state when it can (ledger/snapshot.py), else through the
+    ledger, which upgrades or creates the database first."""
+    known = sqlite_identities(settings.state.url)
+    if known is not None:
+        return known
+    from service.ledger.articles import Articles  # SQLAlchemy: only when it is needed
+    from service.ledger.db import Database
+
     db = Database(settings.state.url)
     try:
         return Articles(db).identities()

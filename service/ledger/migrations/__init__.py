@@ -15,27 +15,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import inspect
-from sqlalchemy.engine import Connection, Engine
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # HEAD is read without either (ledger/snapshot.py)
     from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["FIRST_RELEASE", "HEAD", "at_head", "current", "current_revision", "head", "upgrade"]
+__all__ = [
+    "FIRST_RELEASE",
+    "HEAD",
+    "VERSION_TABLE",
+    "at_head",
+    "current",
+    "current_revision",
+    "head",
+    "upgrade",
+]
 
 FIRST_RELEASE = "0001"  # the schema bantin 0.1 created without recording a revision
 HEAD = "0006"  # the newest revision in versions/ (tests/ledger/test_migrations.py checks it)
 _HERE = Path(__file__).parent
-_VERSION_TABLE = "alembic_version"  # where Alembic records the revision of a database
+VERSION_TABLE = "alembic_version"  # where Alembic records the revision of a database
 
 
 def at_head(connection: Connection) -> bool:
     """Whether the database on ``connection`` is at ``HEAD``, this bantin's newest revision:
     then it has nothing to upgrade. False for a new database, one of an earlier (or a later)
     release, or one made by 0.1 without a recorded revision."""
-    if not inspect(connection).has_table(_VERSION_TABLE):
+    from sqlalchemy import inspect
+
+    if not inspect(connection).has_table(VERSION_TABLE):
         return False
-    rows = connection.exec_driver_sql(f"SELECT version_num FROM {_VERSION_TABLE}").all()
+    rows = connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all()
     return [row[0] for row in rows] == [HEAD]
 
 
@@ -74,6 +83,7 @@ def upgrade(connection: Connection, target: str = "head") -> list[str]:
     from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
     from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import inspect
 
     script = _script()
     if current(connection) is None and inspect(connection).has_table("articles"):
