@@ -29,7 +29,17 @@ from zoneinfo import ZoneInfo
 
 import service
 
-__all__ = ["SAVE_EVERY", "Throttle", "code_version", "load", "save"]
+__all__ = [
+    "SAVE_EVERY",
+    "Throttle",
+    "code_version",
+    "load",
+    "read",
+    "same_key",
+    "save",
+    "unpickle",
+    "write",
+]
 
 log = logging.getLogger("bantin.index")
 
@@ -116,14 +126,31 @@ def _checksum(data: bytes) -> bytes:
 def save(path: Path, key: object, payload: object) -> None:
     """Write ``payload`` for ``key`` to ``path`` atomically; a failure is logged, not raised
     (without an index the next start is only slower)."""
-    data = pickle.dumps((key, payload), protocol=pickle.HIGHEST_PROTOCOL)
-    checksum = _checksum(data)
+    write(path, pickle.dumps((key, payload), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def load(path: Path, key: object) -> Any | None:
+    """The payload saved for ``key`` at ``path``; None if there is none, it is damaged, or it
+    was made for another key (then the caller starts cold)."""
+    data = read(path)
+    if data is None:
+        return None
+    loaded = unpickle(path, data)
+    if not (isinstance(loaded, tuple) and len(loaded) == 2):
+        return None
+    saved_key, payload = loaded
+    return payload if same_key(path, saved_key, key) else None
+
+
+def write(path: Path, data: bytes) -> None:
+    """Write ``data`` under the index header (magic, checksum) to ``path`` atomically; a
+    failure is logged, not raised."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-" + path.name)
         with os.fdopen(fd, "wb") as file:
-            file.write(_MAGIC + checksum + data)
+            file.write(_MAGIC + _checksum(data) + data)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
@@ -133,9 +160,9 @@ def save(path: Path, key: object, payload: object) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def load(path: Path, key: object) -> Any | None:
-    """The payload saved for ``key`` at ``path``; None if there is none, it is damaged, or it
-    was made for another key (then the caller starts cold)."""
+def read(path: Path) -> bytes | None:
+    """What ``write`` wrote to ``path``, whole; None if there is nothing, it is not an index
+    of this bantin's format, or its checksum fails (cut short, corrupted)."""
     try:
         raw = path.read_bytes()
     except OSError:
@@ -151,12 +178,21 @@ def load(path: Path, key: object) -> Any | None:
     if _checksum(data) != checksum:
         log.warning("index %s is damaged; starting cold", path)
         return None
+    return data
+
+
+def unpickle(path: Path, data: bytes) -> Any | None:
+    """``data`` unpickled with the allowlist; None (logged) if it cannot be."""
     try:
-        saved_key, payload = _Unpickler(io.BytesIO(data)).load()
+        return _Unpickler(io.BytesIO(data)).load()
     except Exception as exc:  # a checksum-valid file we cannot read: another version's
         log.warning("index %s cannot be read (%s); starting cold", path, exc)
         return None
-    if saved_key != key:
+
+
+def same_key(path: Path, saved: object, key: object) -> bool:
+    """Whether the index at ``path`` was made for ``key`` (logged when not)."""
+    if saved != key:
         log.info("index %s was made for other code, settings or templates; starting cold", path)
-        return None
-    return payload
+        return False
+    return True
