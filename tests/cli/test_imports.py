@@ -108,8 +108,13 @@ def test_a_build_over_a_current_state_imports_no_mail_and_no_migrations(project:
     assert loaded(modules, NOT_FOR_A_BUILD) == []
     # the identities came from the ledger, read straight from its file
     assert "service.ledger.snapshot" in modules
-    # nor does a build that parses and renders nothing load the parsers or iCalendar
-    assert loaded(modules, ("yaml", "cmarkgfm", "nh3", "icalendar", "multiprocessing")) == []
+    # nor does a build that parses and renders nothing load the parsers, feeds or iCalendar
+    assert (
+        loaded(
+            modules, ("yaml", "cmarkgfm", "nh3", "lxml", "feedgen", "icalendar", "multiprocessing")
+        )
+        == []
+    )
 
 
 def test_a_build_over_an_older_state_upgrades_it(project: Path) -> None:
