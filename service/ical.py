@@ -20,12 +20,14 @@ import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from icalendar import Calendar, Timezone
-from icalendar import Event as VEvent
-
 from service.model import Article, Event
+
+if TYPE_CHECKING:  # imported where a calendar is made: a build that makes none never loads it
+    from icalendar import Event as VEvent
+    from icalendar import Timezone
 
 __all__ = [
     "CalendarSpec",
@@ -84,6 +86,8 @@ def calendar_bytes(
     Even without events it holds the zone's VTIMEZONE: RFC 5545 wants at least one component,
     and a subscribed calendar that empties out must still parse.
     """
+    from icalendar import Calendar, Timezone
+
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
@@ -128,6 +132,8 @@ def _zone(tzid: str, last_date: date) -> Timezone:
 
 @functools.lru_cache(maxsize=64)
 def _made_zone(tzid: str, last_date: date) -> Timezone:
+    from icalendar import Timezone
+
     return Timezone.from_tzid(tzid, last_date=last_date)
 
 
@@ -152,6 +158,8 @@ def article_calendar_bytes(
 def _vevent(spec: CalendarSpec, article: Article, event: Event, sequence: int) -> VEvent:
     stamp = article.modified.astimezone(UTC)
     link = article.link(spec.base_url)
+    from icalendar import Event as VEvent
+
     vevent = VEvent()
     vevent.add("uid", article.event_uid(event, spec.base_url))
     vevent.add("dtstamp", stamp)

@@ -7,7 +7,6 @@ Starting workers costs a few hundred milliseconds, so only large jobs use them.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import select
 import signal
@@ -15,8 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # imported when a pool starts: a build with little to do starts none
+    from concurrent.futures import ProcessPoolExecutor
 
 PARALLEL_MIN = 2000  # items below which a job runs in-process: starting workers costs more
 BATCH = 250  # items per task: large enough to amortise pickling, small enough to balance
@@ -50,6 +51,9 @@ def executor(
     initargs: tuple[Any, ...] = (),
 ) -> ProcessPoolExecutor:
     """A pool of ``processes`` workers that end when the process that made them dies."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     return ProcessPoolExecutor(
         processes,
         mp_context=multiprocessing.get_context("forkserver"),

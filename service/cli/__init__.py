@@ -1,7 +1,10 @@
 """The `bantin` command: parses arguments, loads Settings once, and hands them down.
 
-content (build, check), mail (digest, preview, status, resume, resubscribe), subscribers
-(export, import, forget), and run (the service); logs and progress are how they report.
+content (build), check, doctor, mail (digest, preview, status, resume, resubscribe),
+subscribers (export, import, forget), and run (the service); logs and progress are how they
+report. Each command's module is imported only when that command runs: `bantin build` (a
+restart of the site) never pays for the mail stack, the migrations or the DNS checks, and
+`bantin --help` for none of them (tests/cli/test_imports.py keeps it so).
 
 May import everything: the CLI is the outermost edge.
 """
@@ -9,6 +12,7 @@ May import everything: the CLI is the outermost edge.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -16,25 +20,15 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service import __version__
-from service.cli.content import cmd_build, cmd_check
-from service.cli.doctor import add_arguments as doctor_arguments
-from service.cli.doctor import cmd_doctor
 from service.cli.logs import setup_logging
-from service.cli.mail import (
-    cmd_bounce,
-    cmd_digest,
-    cmd_init,
-    cmd_preview,
-    cmd_resubscribe,
-    cmd_resume,
-    cmd_status,
-)
-from service.cli.subscribers import cmd_export, cmd_forget, cmd_import
 from service.errors import BantinError
 from service.model import FREQUENCIES
-from service.settings import Settings, config_path, load_settings
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 __all__ = ["main", "parser"]
 
@@ -60,7 +54,25 @@ def _positive(text: str) -> int:
     return value
 
 
-Command = Callable[[Settings, argparse.Namespace], int]
+Command = Callable[["Settings", argparse.Namespace], int]
+
+
+class Deferred:
+    """A command's handler, ``module:function``, imported when the command runs."""
+
+    def __init__(self, name: str) -> None:
+        self.module, self.function = name.split(":")
+
+    def __call__(self, settings: Settings, args: argparse.Namespace) -> int:
+        handler: Command = getattr(importlib.import_module(self.module), self.function)
+        return handler(settings, args)
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.module}:{self.function})"
+
+
+def _deferred(name: str) -> Command:
+    return Deferred(f"service.cli.{name}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,23 +90,30 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"bantin {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+    def add(name: str, func: Command | str, help: str) -> argparse.ArgumentParser:
+        """``func``: the handler, or its ``module:function`` under service.cli."""
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(func=func)
+        sub.set_defaults(func=_deferred(func) if isinstance(func, str) else func)
         return sub
 
-    build = add("build", cmd_build, "scan the articles and write feeds and pages")
+    build = add("build", "content:cmd_build", "scan the articles and write feeds and pages")
     build.add_argument(
         "--search", action="store_true", help="then index the pages for the search box (Pagefind)"
     )
-    add("check", cmd_check, "validate config, templates and every article; exit 1 on any problem")
+    add(
+        "check",
+        "check:cmd_check",
+        "validate config, templates and every article; exit 1 on any problem",
+    )
     add("run", cmd_run, "run the service: scheduler, feeds and pages over HTTP")
-    digest = add("digest", cmd_digest, "send the due digests of one frequency")
+    digest = add("digest", "mail:cmd_digest", "send the due digests of one frequency")
     digest.add_argument("--frequency", choices=FREQUENCIES, default="daily")
     digest.add_argument(
         "--dry-run", action="store_true", help="render and report; send and record nothing"
     )
-    preview = add("preview", cmd_preview, "print the digest EMAIL would get now; sends nothing")
+    preview = add(
+        "preview", "mail:cmd_preview", "print the digest EMAIL would get now; sends nothing"
+    )
     preview.add_argument("email")
     preview.add_argument("--frequency", choices=FREQUENCIES)
     preview.add_argument("--html", metavar="FILE", help="also write the HTML part here")
@@ -109,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("--open", action="store_true", help="open the HTML in a web browser")
     init = add(
         "init",
-        cmd_init,
+        "mail:cmd_init",
         "make the state database (run by itself for a new installation; never erases one)",
     )
     init.add_argument(
@@ -117,22 +136,37 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make it even though this installation ran before (its old state is lost)",
     )
-    doctor_arguments(
-        add("doctor", cmd_doctor, "check DNS (SPF, DKIM, DMARC, MX), the relay, unsubscribe, size")
+    doctor = add(
+        "doctor",
+        "doctor:cmd_doctor",
+        "check DNS (SPF, DKIM, DMARC, MX), the relay, unsubscribe, size",
     )
-    add("status", cmd_status, "subscribers, last runs, pending and failed deliveries")
-    resume = add("resume", cmd_resume, "lift the suspension or suppression of EMAIL")
+    doctor.add_argument(
+        "--nameserver",
+        action="append",
+        metavar="IP[:PORT]",
+        help="ask this DNS server (repeatable; default: the system's resolvers)",
+    )
+    doctor.add_argument(
+        "--relay-ip",
+        action="append",
+        metavar="IP",
+        help="the address the relay sends from, for SPF (default: smtp.host's addresses)",
+    )
+    doctor.add_argument("--timeout", type=float, default=10.0, help="seconds per network check")
+    add("status", "mail:cmd_status", "subscribers, last runs, pending and failed deliveries")
+    resume = add("resume", "mail:cmd_resume", "lift the suspension or suppression of EMAIL")
     resume.add_argument("email")
     resubscribe = add(
         "resubscribe",
-        cmd_resubscribe,
+        "mail:cmd_resubscribe",
         "take back EMAIL's unsubscription when they asked for the digest again (asks to confirm)",
     )
     resubscribe.add_argument("email")
     resubscribe.add_argument("--yes", action="store_true", help="confirm without asking")
     bounce = add(
         "bounce",
-        cmd_bounce,
+        "mail:cmd_bounce",
         "read one bounce or complaint on stdin and act on it (for the MTA's pipe); "
         "exit 75 when the state cannot be reached, so the MTA retries",
     )
@@ -146,13 +180,13 @@ def parser() -> argparse.ArgumentParser:
     export = people_commands.add_parser(
         "export", help="write every subscriber (file and form) with their source and consent"
     )
-    export.set_defaults(func=cmd_export)
+    export.set_defaults(func=_deferred("subscribers:cmd_export"))
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--output", metavar="FILE", help="write here instead of standard output")
     imported = people_commands.add_parser(
         "import", help="add confirmed subscribers from a CSV or JSON file, with a legal basis"
     )
-    imported.set_defaults(func=cmd_import)
+    imported.set_defaults(func=_deferred("subscribers:cmd_import"))
     imported.add_argument("file", metavar="FILE", help="as `bantin subscribers export` writes")
     imported.add_argument(
         "--legal-basis",
@@ -163,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     imported.add_argument("--format", choices=["csv", "json"], help="default: by extension")
     forget = add(
         "forget",
-        cmd_forget,
+        "subscribers:cmd_forget",
         "erase EMAIL's personal data from the state, keeping a salted hash so it is never "
         "mailed again; say what was removed",
     )
@@ -210,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     not a BantinError, not Ctrl-C or SIGTERM (130, 143), not a closed pipe (141)."""
     args = parser().parse_args(argv)
     setup_logging(args.verbose, args.log_json)
+    from service.settings import config_path, load_settings  # pydantic: not for --help
+
     args.config_file = config_path(args.config)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if main_thread else None

@@ -34,26 +34,9 @@ from service.mail.replies import classify
 from service.model import Article, Subscriber
 from service.settings import Settings, SmtpSettings
 
-__all__ = ["add_arguments", "check_digest_size", "check_relay", "check_unsubscribe", "cmd_doctor"]
+__all__ = ["check_digest_size", "check_relay", "check_unsubscribe", "cmd_doctor"]
 
 GMAIL_CLIP = 102_000  # bytes of HTML after which Gmail hides the rest
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`bantin doctor`'s options."""
-    parser.add_argument(
-        "--nameserver",
-        action="append",
-        metavar="IP[:PORT]",
-        help="ask this DNS server (repeatable; default: the system's resolvers)",
-    )
-    parser.add_argument(
-        "--relay-ip",
-        action="append",
-        metavar="IP",
-        help="the address the relay sends from, for SPF (default: smtp.host's addresses)",
-    )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per network check")
 
 
 def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:

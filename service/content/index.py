@@ -9,8 +9,9 @@ blindly: the scan still stats every file and re-parses any whose (mtime, size, i
 exactly as a rescan does, and the build checks each page file it would skip.
 
 The file is a pickle read with an allowlist of the classes it may hold (plain data of
-``service.model`` and the errors), under a BLAKE2 checksum of the whole, so a file cut short,
-corrupted or swapped for another pickle is refused, not executed.
+``service.model`` and the errors), under a SHA-256 checksum of the whole, so a file cut short,
+corrupted or swapped for another pickle is refused, not executed. (SHA-256 and not BLAKE2: the
+CPU computes it, 0.02 s for the 36 MB index of 10,000 articles against 0.07 s.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ from zoneinfo import ZoneInfo
 
 import service
 
-__all__ = ["SAVE_EVERY", "Throttle", "code_version", "load", "save"]
+__all__ = [
+    "SAVE_EVERY",
+    "Throttle",
+    "code_version",
+    "load",
+    "read",
+    "same_key",
+    "save",
+    "unpickle",
+    "write",
+]
 
 log = logging.getLogger("bantin.index")
 
@@ -36,7 +47,7 @@ log = logging.getLogger("bantin.index")
 # 100,000 articles), which must not follow every edit of a running service; an index a little
 # behind costs only the re-parsing of what changed since, after a restart
 SAVE_EVERY = 300.0
-_MAGIC = b"bantin-index 1\n"
+_MAGIC = b"bantin-index 2\n"  # 2: SHA-256 (1 was BLAKE2b)
 _DIGEST = 32
 # what an index may hold: (module, name) of every class its pickle names
 _ALLOWED = {
@@ -108,17 +119,38 @@ class Throttle:
         return True
 
 
+def _checksum(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 def save(path: Path, key: object, payload: object) -> None:
     """Write ``payload`` for ``key`` to ``path`` atomically; a failure is logged, not raised
     (without an index the next start is only slower)."""
-    data = pickle.dumps((key, payload), protocol=pickle.HIGHEST_PROTOCOL)
-    checksum = hashlib.blake2b(data, digest_size=_DIGEST).digest()
+    write(path, pickle.dumps((key, payload), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def load(path: Path, key: object) -> Any | None:
+    """The payload saved for ``key`` at ``path``; None if there is none, it is damaged, or it
+    was made for another key (then the caller starts cold)."""
+    data = read(path)
+    if data is None:
+        return None
+    loaded = unpickle(path, data)
+    if not (isinstance(loaded, tuple) and len(loaded) == 2):
+        return None
+    saved_key, payload = loaded
+    return payload if same_key(path, saved_key, key) else None
+
+
+def write(path: Path, data: bytes) -> None:
+    """Write ``data`` under the index header (magic, checksum) to ``path`` atomically; a
+    failure is logged, not raised."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-" + path.name)
         with os.fdopen(fd, "wb") as file:
-            file.write(_MAGIC + checksum + data)
+            file.write(_MAGIC + _checksum(data) + data)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
@@ -128,27 +160,39 @@ def save(path: Path, key: object, payload: object) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def load(path: Path, key: object) -> Any | None:
-    """The payload saved for ``key`` at ``path``; None if there is none, it is damaged, or it
-    was made for another key (then the caller starts cold)."""
+def read(path: Path) -> bytes | None:
+    """What ``write`` wrote to ``path``, whole; None if there is nothing, it is not an index
+    of this bantin's format, or its checksum fails (cut short, corrupted)."""
     try:
         raw = path.read_bytes()
     except OSError:
         return None
     head = len(_MAGIC)
     if not raw.startswith(_MAGIC) or len(raw) < head + _DIGEST:
-        log.warning("index %s is not one of ours; starting cold", path)
+        if raw.startswith(_MAGIC[:-2]) and not raw.startswith(_MAGIC):
+            log.info("index %s was written by another bantin; starting cold", path)
+        else:
+            log.warning("index %s is not one of ours; starting cold", path)
         return None
     checksum, data = raw[head : head + _DIGEST], raw[head + _DIGEST :]
-    if hashlib.blake2b(data, digest_size=_DIGEST).digest() != checksum:
+    if _checksum(data) != checksum:
         log.warning("index %s is damaged; starting cold", path)
         return None
+    return data
+
+
+def unpickle(path: Path, data: bytes) -> Any | None:
+    """``data`` unpickled with the allowlist; None (logged) if it cannot be."""
     try:
-        saved_key, payload = _Unpickler(io.BytesIO(data)).load()
+        return _Unpickler(io.BytesIO(data)).load()
     except Exception as exc:  # a checksum-valid file we cannot read: another version's
         log.warning("index %s cannot be read (%s); starting cold", path, exc)
         return None
-    if saved_key != key:
+
+
+def same_key(path: Path, saved: object, key: object) -> bool:
+    """Whether the index at ``path`` was made for ``key`` (logged when not)."""
+    if saved != key:
         log.info("index %s was made for other code, settings or templates; starting cold", path)
-        return None
-    return payload
+        return False
+    return True

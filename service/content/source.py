@@ -17,16 +17,30 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from service import workers
-from service.content import index
+from service.content import index, stored
 from service.content.index import Throttle as index_throttle
-from service.content.parse import parse_markdown, parse_portal
 from service.content.scan import Scan
 from service.errors import ArticleError, ConfigError, printable
 from service.model import Article
 
 __all__ = ["MAX_FILE_BYTES", "PARSERS", "Source", "parse_file"]
 
-PARSERS = {".md": parse_markdown, ".markdown": parse_markdown, ".txt": parse_portal}
+
+# The parsers (YAML, cmark, nh3, lxml) are imported with the first file to parse: a restart
+# over an unchanged tree parses none.
+def _markdown(text: str, source: str, zone: ZoneInfo) -> Article:
+    from service.content.parse import parse_markdown
+
+    return parse_markdown(text, source, zone)
+
+
+def _portal(text: str, source: str, zone: ZoneInfo) -> Article:
+    from service.content.parse import parse_portal
+
+    return parse_portal(text, source, zone)
+
+
+PARSERS = {".md": _markdown, ".markdown": _markdown, ".txt": _portal}
 # An announcement is a few kilobytes; a file far beyond this is a misplaced dump or log, and
 # reading it whole on every change would stall the scan and the feeds that carry it.
 MAX_FILE_BYTES = 2_000_000
@@ -254,8 +268,10 @@ class Source:
 
     ``index`` (a cache file, see content/index.py) keeps each file's stamp and parse across
     restarts: the first scan after a restart stats every file as a rescan does and parses only
-    those whose stamp differs from the index's. A missing, damaged or foreign index (another
-    bantin, another source directory or zone) means a cold first scan.
+    those whose stamp differs from the index's. Articles come back from it as StoredArticles
+    (content/stored.py), whose bodies are decoded only when something renders them. A missing,
+    damaged or foreign index (another bantin, another source directory or zone) means a cold
+    first scan.
     """
 
     def __init__(
@@ -297,9 +313,9 @@ class Source:
             ) from None
         key = (index.code_version(), real_root, str(self.zone))
         if self._last is None and self.index is not None and not self._files:
-            saved = index.load(self.index, key)
-            if isinstance(saved, dict):
-                self._files = saved
+            saved = stored.load(self.index, key)
+            if saved is not None:
+                self._files = dict(saved)
         walk = _Walk(real_root, self._files)
         walk.run(self.root)
         self.parsed = len(walk.changed)
@@ -324,9 +340,8 @@ class Source:
         if self.index is not None and self._throttle.due(bool(changed)):
             # a file that could not be parsed is tried again after a restart (a permission
             # fixed, a file that was being written): only parses are kept
-            index.save(
-                self.index, key, {p: f for p, f in files.items() if isinstance(f[1], Article)}
-            )
+            kept = {p: (f[0], f[1]) for p, f in files.items() if isinstance(f[1], Article)}
+            stored.save(self.index, key, kept)
         problem_keys = [str(p) for p in walk.problems]
         same_problems = problem_keys == self._walk_problems
         if self._last is not None and not changed and same_problems:

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from service.ledger.db import Database
 from service.ledger.schema import articles, event_revisions
+from service.ledger.snapshot import identities_of
 
 __all__ = ["Articles"]
 
@@ -119,19 +120,13 @@ class Articles:
     def identities(self) -> tuple[dict[str, str], dict[str, str]]:
         """How a moved file is known again: (fingerprint -> id, path -> id) of the recorded
         articles, the later one winning where two share a fingerprint."""
-        by_fingerprint: dict[str, str] = {}
-        by_path: dict[str, str] = {}
-        with self.db.tx() as conn:
+        with self.db.tx() as conn:  # the same statement as snapshot.IDENTITIES_SQL
             rows = conn.execute(
                 select(articles.c.id, articles.c.fingerprint, articles.c.source)
                 .where(articles.c.fingerprint.is_not(None))
                 .order_by(articles.c.seq)
             )
-            for ident, fingerprint, source in rows:
-                by_fingerprint[str(fingerprint)] = str(ident)
-                if source:
-                    by_path[str(source)] = str(ident)
-        return by_fingerprint, by_path
+            return identities_of(tuple(row) for row in rows)
 
     def last_seq(self) -> int:
         """The newest sequence number given so far; 0 before any article is recorded."""

@@ -117,6 +117,11 @@ class Database:
 
     def _open(self, create: bool) -> None:
         with self.engine.connect() as conn:
+            current = migrations.at_head(conn)  # the usual start: Alembic is not even imported
+        if current:
+            self._mark_installed()
+            return
+        with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 # rebuilding a table that others refer to needs foreign keys off, and SQLite
                 # takes that only outside a transaction; they are checked again at the end

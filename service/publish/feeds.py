@@ -16,15 +16,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from feedgen.feed import FeedGenerator
-from lxml import etree
+from typing import TYPE_CHECKING
 
 from service.ical import SequenceOf, stateless_sequence
 from service.model import Article
 from service.publish.archive import archive_feed_path
 from service.publish.calendars import feed_events
 from service.settings import SiteSettings
+
+if TYPE_CHECKING:  # imported where a feed is written: a build that writes none never loads them
+    from feedgen.feed import FeedGenerator
+    from lxml import etree
 
 __all__ = ["FeedSpec", "feed_files"]
 
@@ -68,6 +70,8 @@ def _updated(spec: FeedSpec) -> datetime:
 
 
 def _generator(spec: FeedSpec, site: SiteSettings, self_name: str) -> FeedGenerator:
+    from feedgen.feed import FeedGenerator
+
     home = f"{site.base_url}/{spec.prefix}"
     fg = FeedGenerator()
     fg.id(home)
@@ -148,6 +152,8 @@ def _rfc2822(moment: datetime) -> str:
 def _rss_item(article: Article, base_url: str, cdata: bool) -> etree._Element:
     """An RSS <item>; the content as CDATA, or as escaped text (``cdata=False``) as feeds with
     RFC 5005 links have always had it (they were once parsed back, which drops CDATA)."""
+    from lxml import etree
+
     item = etree.Element("item")
     etree.SubElement(item, "title").text = article.title
     etree.SubElement(item, "link").text = article.link(base_url)
@@ -171,6 +177,8 @@ def _rss_item(article: Article, base_url: str, cdata: bool) -> etree._Element:
 
 def _atom_entry(article: Article, base_url: str) -> etree._Element:
     """An Atom <entry> (unqualified names: feedgen's root carries the namespace)."""
+    from lxml import etree
+
     entry = etree.Element("entry")
     etree.SubElement(entry, "id").text = article.guid(base_url)
     etree.SubElement(entry, "title").text = article.title
@@ -199,6 +207,8 @@ def _add_links(
 ) -> None:
     """Add the atom:link elements of ``links`` (feedgen writes only rel=self into RSS) and, for
     an archive document, ``fh:archive``, after the feed's first elements."""
+    from lxml import etree
+
     # feedgen's Atom elements carry no namespace (the root has an xmlns attribute), so neither
     # do the links added there; in RSS they are atom:link
     link = f"{{{_ATOM_NS}}}link" if rss else "link"
@@ -211,6 +221,8 @@ def _add_links(
 
 
 def _serialised(doc: etree._ElementTree) -> bytes:
+    from lxml import etree
+
     return bytes(etree.tostring(doc, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 

@@ -326,8 +326,12 @@ class SectionWriter:
             per_file = min(ARTICLES_PER_FILE, MAX_URLS)
             for number, chunk in enumerate(article_chunks(oldest_first, per_file), start=1):
                 path = f"sitemaps/articles-{number}.xml"
-                if not self.writes.unchanged(path, tuple(chunk), [path]) or path not in lastmods:
+                unchanged = self.writes.unchanged(path, tuple(chunk), [path])
+                if not unchanged or path not in lastmods:
                     lastmods[path] = max(a.modified for a in chunk)
+                # after a restart the build index vouches for the file and only the lastmod
+                # is to learn again: 50,000 lines are not rendered to find it
+                if not unchanged:
                     self.writes.emit(path, urlset(base, chunk, lines=self._sitemap_line))
                 files.append((path, lastmods[path]))
             self.writes.emit(SITEMAP, sitemap_index(base, files))

@@ -9,7 +9,6 @@ it does not.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import shutil
 import tempfile
@@ -34,7 +33,7 @@ from test_scan_sequences import (
     published_view,
 )
 
-from service.content import index
+from service.content import index, stored
 from service.content.scan import Scan
 from service.content.source import Source
 
@@ -102,13 +101,19 @@ def _damage(saved: Path, how: str) -> None:
     elif how == "flipped":
         middle = len(raw) // 2
         saved.write_bytes(raw[:middle] + bytes([raw[middle] ^ 0x40]) + raw[middle + 1 :])
+    elif how == "bodies-cut":  # the articles' bodies are the file's end (content/stored.py)
+        saved.write_bytes(raw[:-7])
+    elif how == "body-flipped":
+        saved.write_bytes(raw[:-3] + bytes([raw[-3] ^ 0x01]) + raw[-2:])
     elif how == "garbage":
         saved.write_bytes(b"\x00" * 300)
     elif how == "empty":
         saved.write_bytes(b"")
 
 
-@pytest.mark.parametrize("how", ["missing", "truncated", "flipped", "garbage", "empty"])
+@pytest.mark.parametrize(
+    "how", ["missing", "truncated", "flipped", "bodies-cut", "body-flipped", "garbage", "empty"]
+)
 def test_a_damaged_index_means_a_cold_scan_never_a_wrong_one(tmp_path: Path, how: str) -> None:
     root, saved = tmp_path / "content", tmp_path / "scan.index"
     tree_of(root, 20)
@@ -154,16 +159,21 @@ def test_an_index_that_names_other_classes_is_refused_not_run(tmp_path: Path) ->
         def __reduce__(self) -> tuple[object, ...]:
             return (Path.touch, (marker,))
 
-    data = pickle.dumps((key, {"tin.md": Hostile()}))
-    saved.write_bytes(b"bantin-index 1\n" + hashlib.blake2b(data, digest_size=32).digest() + data)
-    source = Source(root, ZONE, index=saved)
-    assert whole(source.scan()) == whole(Source(root, ZONE).scan())
-    assert not marker.exists() and source.parsed == 6
+    for payload in ({"tin.md": Hostile()}, {"tin.md": ((1, 2, 3), (Hostile(),))}):
+        data = pickle.dumps((key, payload))
+        data = stored._LENGTH.pack(len(data)) + data  # as the scan index lays it out
+        saved.write_bytes(index._MAGIC + index._checksum(data) + data)
+        source = Source(root, ZONE, index=saved)
+        assert whole(source.scan()) == whole(Source(root, ZONE).scan())
+        assert not marker.exists() and source.parsed == 6
 
 
 restart_op = st.fixed_dictionaries({"op": st.just("restart")})
 damage_op = st.fixed_dictionaries(
-    {"op": st.just("damage"), "how": st.sampled_from(["truncated", "flipped", "missing"])}
+    {
+        "op": st.just("damage"),
+        "how": st.sampled_from(["truncated", "flipped", "missing", "bodies-cut", "body-flipped"]),
+    }
 )
 steps = st.lists(
     st.one_of(
@@ -218,8 +228,8 @@ def test_a_running_service_saves_its_index_at_most_every_few_minutes_and_loses_n
     root, saved = tmp_path / "content", tmp_path / "scan.index"
     tree = tree_of(root, 20)
     saves: list[int] = []
-    real = index.save
-    monkeypatch.setattr(index, "save", lambda *a: (saves.append(1), real(*a)))
+    real = stored.save
+    monkeypatch.setattr(stored, "save", lambda *a: (saves.append(1), real(*a)))
     running = Source(root, ZONE, index=saved)
     running.scan()
     assert len(saves) == 1  # the first scan saves at once

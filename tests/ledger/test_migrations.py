@@ -230,3 +230,25 @@ def test_new_and_upgraded_databases_have_exactly_the_schema_of_schema_py(
     for url in (new, upgraded):
         State(url, create=True).close()
         assert shape(url) == expected_shape(), url
+
+
+def test_head_names_the_newest_revision() -> None:
+    """A new revision in versions/ must move HEAD too, or a database would be taken as current
+    (and not upgraded) by ``at_head`` while Alembic knows a newer revision."""
+    assert migrations.head() == migrations.HEAD
+
+
+def test_only_a_database_at_head_is_current(tmp_path: Path) -> None:
+    path = tmp_path / "bantin.db"
+    shutil.copy(FIXTURE, path)
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        assert not migrations.at_head(conn)  # the first release recorded no revision
+    State(f"sqlite:///{path}").close()
+    with engine.begin() as conn:
+        assert migrations.at_head(conn)
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0005'")
+        assert not migrations.at_head(conn)
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")  # a later release
+        assert not migrations.at_head(conn)
+    engine.dispose()

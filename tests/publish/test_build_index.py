@@ -17,6 +17,7 @@ import pytest
 from service import cli
 from service.content import index
 from service.content.source import Source
+from service.publish import sections
 from service.publish.build import Builder
 from service.settings import Settings, load_settings
 
@@ -78,6 +79,26 @@ def test_a_restart_renders_nothing(site: Settings, project: Path) -> None:
     parsed, rendered, output = start(site)
     assert (parsed, rendered, GROUPS) == (0, 0, [])
     assert output == cold(site, project)
+
+
+def test_a_restart_renders_no_part_of_a_split_sitemap(
+    site: Settings, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond MAX_URLS the sitemap is an index of files of 50,000 articles each (100,000
+    articles: two). A restart learns each file's lastmod again from its articles; it renders
+    none of them, and the index it writes is the one a build from nothing writes."""
+    monkeypatch.setattr(sections, "MAX_URLS", 5)  # the real limit is 50,000
+    start(site)  # the sitemap split: written once
+    parts = [p for p in files(Path(site.feeds.output_dir)) if p.startswith("sitemaps/articles-")]
+    parts = [p for p in parts if p.endswith(".xml")]
+    assert len(parts) == 3
+    rendered: list[int] = []
+    real = sections.urlset
+    monkeypatch.setattr(sections, "urlset", lambda *a, **k: (rendered.append(1), real(*a, **k))[1])
+    parsed, pages, output = start(site)
+    assert (parsed, pages, GROUPS, rendered) == (0, 0, [], [])
+    assert output == cold(site, project)
+    assert b"<lastmod>" in output["sitemap.xml"]
 
 
 def test_an_article_edited_while_stopped_is_the_only_page_rendered(
