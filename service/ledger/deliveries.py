@@ -231,6 +231,9 @@ class Deliveries:
         self.db = db
         self._sent = Prepared(db.engine, _SENT)
         self._clear = Prepared(db.engine, _CLEAR_FAILURES)
+        # ten or so rows per message: SQLAlchemy's per-row parameter building cost ~0.1 ms of
+        # the sending process per message, the driver's executemany a fraction of it
+        self._items = Prepared(db.engine, insert(delivery_items))
 
     def claim(
         self,
@@ -304,7 +307,7 @@ class Deliveries:
                     for delivery_id, (claim, ids, _) in zip(new_ids, kept, strict=True)
                     for i in ids
                 ]
-                conn.execute(insert(delivery_items), items)
+                conn.exec_driver_sql(self._items.sql, self._items.parameters(items))
                 created = [
                     Delivery(
                         delivery_id,

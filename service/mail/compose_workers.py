@@ -64,13 +64,16 @@ def _compose_group_in_worker(
     jobs: list[tuple[Any, ...]],
 ) -> list[bytes | Exception]:
     """Each of ``jobs`` (the arguments of ``_compose_in_worker``) composed: its bytes, or the
-    error composing it raised (a template that fails), so one message's error is its own."""
+    error composing it raised (a template that fails), so one message's error is its own.
+    The group is composed at one moment: the templates are looked up once for it."""
+    assert _composer is not None, "worker not initialised"
     results: list[bytes | Exception] = []
-    for job in jobs:
-        try:
-            results.append(_compose_in_worker(*job))
-        except Exception as exc:
-            results.append(exc)
+    with _composer.shared.pinned():
+        for job in jobs:
+            try:
+                results.append(_compose_in_worker(*job))
+            except Exception as exc:
+                results.append(exc)
     return results
 
 
