@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from service.ledger import State
 from service.ledger.deliveries import SUSPEND_AFTER, Claim, Delivery
 from service.model import Subscriber
@@ -201,3 +203,31 @@ def test_problems_are_newest_first_and_limited(state: State) -> None:
     assert [p.status for p in problems] == ["pending"] * 3 + ["failed"]
     assert problems[0].when == T0  # never attempted: when it was created
     assert [p.email for p in state.deliveries.problems(limit=2)] == emails[:2:-1]
+
+
+def test_statements_run_together_commit_together_or_not_at_all(state: State) -> None:
+    """run_many (one round trip on PostgreSQL, its pipeline): a statement that fails after
+    others have run leaves none of them committed, says which database, and the next
+    commit works on the same pool."""
+    from sqlalchemy import insert, select
+
+    from service.errors import StateError
+    from service.ledger.db import Prepared
+    from service.ledger.schema import meta_table
+
+    add = Prepared(state.db.engine, insert(meta_table))
+    first = [{"key": "run-many-a", "value": "1"}, {"key": "run-many-b", "value": "2"}]
+    clash = [{"key": "run-many-c", "value": "3"}, {"key": "run-many-a", "value": "again"}]
+    for durable in (True, False):
+        with pytest.raises(StateError) as refused:
+            state.db.run_many([(add, first), (add, clash)], durable=durable)
+        assert state.db.describe() in str(refused.value)
+        with state.db.tx() as conn:
+            keys = set(conn.scalars(select(meta_table.c.key)))
+        assert not keys & {"run-many-a", "run-many-b", "run-many-c"}
+    state.db.run_many([(add, first)], durable=False)
+    with state.db.tx() as conn:
+        stored = {
+            key: value for key, value in conn.execute(select(meta_table.c.key, meta_table.c.value))
+        }
+    assert stored["run-many-a"] == "1" and stored["run-many-b"] == "2"
