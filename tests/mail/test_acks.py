@@ -1,0 +1,144 @@
+"""Recording 250s (Outcomes.ack) on both backends: a sender goes on only once its message is
+committed; on PostgreSQL the commit is waited for off the loop, and the 250s that arrive
+meanwhile share the next commit; a failed commit fails only its own senders."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pgkit import PostgresServer
+
+from service.errors import StateError
+from service.ledger import State
+from service.ledger.deliveries import Claim, Delivery
+from service.mail.outcomes import Outcomes, RunReport
+from service.model import Subscriber
+
+T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'var' / 'bantin.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
+
+
+@pytest.fixture
+def state(url: str) -> Iterator[State]:
+    opened = State(url)
+    yield opened
+    opened.close()
+
+
+def pending_messages(state: State, count: int) -> list[Delivery]:
+    """``count`` claimed deliveries of one article, one subscriber each."""
+    emails = [f"dan{i}@example.org" for i in range(count)]
+    state.subscribers.sync([Subscriber(e) for e in emails], T0)
+    state.articles.record([("a", "fp-a", "a.md")], T0)
+    return state.deliveries.claim(
+        [Claim(Subscriber(e), "daily", ("a",)) for e in emails],
+        emails,
+        1,
+        lambda email, ids: f"<{'+'.join(ids)}.{email}@test>",
+        T0,
+    )
+
+
+def outcomes_of(state: State) -> Outcomes:
+    return Outcomes(state, RunReport("daily"), where="test", clock=lambda: T0)
+
+
+def test_a_sender_goes_on_only_once_its_message_is_recorded(state: State, url: str) -> None:
+    asyncio.run(_senders_go_on_once_recorded(state, url))
+
+
+async def _senders_go_on_once_recorded(state: State, url: str) -> None:
+    messages = pending_messages(state, 12)
+    outcomes = outcomes_of(state)
+    other = State(url)  # what another process (or the next run) reads
+
+    async def send(delivery: Delivery, after: float) -> bool:
+        await asyncio.sleep(after)
+        await outcomes.ack(delivery)
+        return delivery.id not in {d.id for d in other.deliveries.pending()}
+
+    try:
+        recorded = await asyncio.gather(*(send(d, i * 0.002) for i, d in enumerate(messages)))
+        assert recorded == [True] * len(messages)
+        assert other.deliveries.counts()["sent"] == len(messages)
+    finally:
+        other.close()
+
+
+def test_a_failed_commit_fails_its_senders_and_the_next_commit_works(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = pending_messages(state, 2)
+    real = state.deliveries.mark_sent_many
+    calls: list[int] = []
+
+    def failing_once(sent: Any, now: datetime) -> None:
+        calls.append(len(sent))
+        if len(calls) == 1:
+            raise StateError("state database test: the server went away")
+        real(sent, now)
+
+    monkeypatch.setattr(state.deliveries, "mark_sent_many", failing_once)
+    outcomes = outcomes_of(state)
+    with pytest.raises(StateError, match="went away"):
+        asyncio.run(outcomes.ack(first))
+    asyncio.run(outcomes.ack(second))
+    assert [d.id for d in state.deliveries.pending()] == [first.id]
+    assert outcomes.failing == set()
+
+
+@pytest.fixture
+def pg_state(postgres: PostgresServer) -> Iterator[State]:
+    opened = State(postgres.new_database())
+    yield opened
+    opened.close()
+
+
+def test_on_postgresql_the_loop_runs_on_while_a_commit_is_on_its_way(
+    pg_state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first commit waits for an event that only the loop sets: were it run on the loop's
+    thread, it would wait in vain. The 250s that arrive meanwhile share one commit after it."""
+    asyncio.run(_loop_runs_on(pg_state, monkeypatch))
+
+
+async def _loop_runs_on(pg_state: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = pending_messages(pg_state, 6)
+    real = pg_state.deliveries.mark_sent_many
+    commits: list[int] = []
+    loop_ran = threading.Event()
+
+    def slow_first(sent: Any, now: datetime) -> None:
+        commits.append(len(sent))
+        if len(commits) == 1 and not loop_ran.wait(10):
+            raise AssertionError("the loop stood still while the commit was on its way")
+        real(sent, now)
+
+    monkeypatch.setattr(pg_state.deliveries, "mark_sent_many", slow_first)
+    outcomes = outcomes_of(pg_state)
+    first = asyncio.ensure_future(outcomes.ack(messages[0]))
+    for _ in range(1000):
+        if commits:
+            break
+        await asyncio.sleep(0.001)
+    assert commits == [1]
+    rest = [asyncio.ensure_future(outcomes.ack(d)) for d in messages[1:]]
+    await asyncio.sleep(0.01)
+    assert not first.done() and not any(f.done() for f in rest)
+    loop_ran.set()
+    await asyncio.gather(first, *rest)
+    assert commits == [1, len(messages) - 1]
+    assert pg_state.deliveries.pending() == []
