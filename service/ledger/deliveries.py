@@ -86,6 +86,7 @@ _TAKEN = select(
     delivery_items.c.email.in_(bindparam("emails", expanding=True)),
     delivery_items.c.article_id.in_(bindparam("ids", expanding=True)),
 )
+_COPY_ITEMS = "COPY delivery_items (email, article_id, revision, delivery_id, previous) FROM STDIN"
 _ADVANCE = (
     update(subscribers)
     .where(
@@ -307,7 +308,7 @@ class Deliveries:
                     for delivery_id, (claim, ids, _) in zip(new_ids, kept, strict=True)
                     for i in ids
                 ]
-                conn.exec_driver_sql(self._items.sql, self._items.parameters(items))
+                self._insert_items(conn, items)
                 created = [
                     Delivery(
                         delivery_id,
@@ -412,6 +413,27 @@ class Deliveries:
                 .order_by(deliveries.c.id)
             ).all()
         return [(r.id, r.email) for r in rows]
+
+    def _insert_items(self, conn: Connection, items: list[dict[str, Any]]) -> None:
+        """The claimed articles of each delivery; on PostgreSQL by COPY (claiming 5,000
+        subscribers 10 articles each took 0.53-0.56 s of CPU, against 1.01-1.21 s with the
+        batched INSERT)."""
+        driver = conn.connection.driver_connection
+        # (psycopg 3 only, as Database.run_many: another driver named in state.url inserts)
+        if self.db.dialect != "postgresql" or driver is None or not hasattr(driver, "pipeline"):
+            conn.exec_driver_sql(self._items.sql, self._items.parameters(items))
+            return
+        with driver.cursor() as cursor, cursor.copy(_COPY_ITEMS) as copy:
+            for item in items:
+                copy.write_row(
+                    (
+                        item["email"],
+                        item["article_id"],
+                        item["revision"],
+                        item["delivery_id"],
+                        item["previous"],
+                    )
+                )
 
     def pending(self) -> list[Delivery]:
         """Deliveries committed but not acknowledged (a crash, a 4xx, a dropped connection)."""
