@@ -1,6 +1,7 @@
 """Recording 250s (Outcomes.ack) on both backends: a sender goes on only once its message is
 committed; on PostgreSQL the commit is waited for off the loop, and the 250s that arrive
-meanwhile share the next commit; a failed commit fails only its own senders."""
+meanwhile share the next commit; a failed commit fails only its own senders, and one the
+server cuts off is worth waiting for."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from pgkit import PostgresServer
+from sqlalchemy import event
 
 from service.errors import StateError
 from service.ledger import State
@@ -142,3 +145,33 @@ async def _loop_runs_on(pg_state: State, monkeypatch: pytest.MonkeyPatch) -> Non
     await asyncio.gather(first, *rest)
     assert commits == [1, len(messages) - 1]
     assert pg_state.deliveries.pending() == []
+
+
+def test_a_commit_cut_off_by_the_server_is_transient_and_the_next_one_works(
+    postgres: PostgresServer,
+) -> None:
+    """The server drops the connection after the pool's ping and before the commit (a
+    restart at that moment): the commit fails, transient and naming the database (the sender
+    waits and tries again, Senders._ledger, rather than ending the run), and the next one
+    gets a live connection."""
+    url = postgres.new_database()
+    state = State(url)
+    try:
+        first, second = pending_messages(state, 2)
+
+        def cut_off(dbapi_connection: Any, *_: Any) -> None:
+            with psycopg.connect(postgres.admin_uri, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(%s)", (dbapi_connection.info.backend_pid,)
+                )
+
+        event.listen(state.db.engine, "checkout", cut_off, once=True)
+        with pytest.raises(StateError) as failed:
+            state.deliveries.mark_sent_many([(first.id, first.email, False)], T0)
+        assert failed.value.transient
+        assert state.db.describe() in str(failed.value)
+        state.deliveries.mark_sent_many([(first.id, first.email, False)], T0)
+        state.deliveries.mark_sent_many([(second.id, second.email, False)], T0)
+        assert state.deliveries.pending() == []
+    finally:
+        state.close()
