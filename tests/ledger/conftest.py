@@ -1,28 +1,5 @@
-"""The ledger tests' database: a SQLite file under tmp_path and a PostgreSQL database of a
-real server, and a State open on it."""
+"""The ledger tests' database: every ledger test runs on both backends (tests/backends.py)."""
 
-from __future__ import annotations
+from backends import state, url
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from pgkit import PostgresServer
-
-from service.ledger import State
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Every ledger test runs on both backends: a SQLite file, and a real PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'var' / 'bantin.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.new_database()
-
-
-@pytest.fixture
-def state(url: str) -> Iterator[State]:
-    opened = State(url)
-    yield opened
-    opened.close()
+__all__ = ["state", "url"]

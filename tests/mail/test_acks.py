@@ -9,7 +9,6 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,21 +23,6 @@ from service.mail.outcomes import Outcomes, RunReport
 from service.model import Subscriber
 
 T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'var' / 'bantin.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.new_database()
-
-
-@pytest.fixture
-def state(url: str) -> Iterator[State]:
-    opened = State(url)
-    yield opened
-    opened.close()
 
 
 def pending_messages(state: State, count: int) -> list[Delivery]:
