@@ -6,6 +6,7 @@ Message-ID, so at most the messages in flight at the kill arrive twice.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,7 +87,9 @@ _TAKEN = select(
     delivery_items.c.email.in_(bindparam("emails", expanding=True)),
     delivery_items.c.article_id.in_(bindparam("ids", expanding=True)),
 )
-_COPY_ITEMS = "COPY delivery_items (email, article_id, revision, delivery_id, previous) FROM STDIN"
+_ITEM_COLUMNS = ("email", "article_id", "revision", "delivery_id", "previous")
+_COPY_ITEMS = f"COPY delivery_items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
+_item_row = operator.itemgetter(*_ITEM_COLUMNS)  # a row of COPY, in the order it names
 _ADVANCE = (
     update(subscribers)
     .where(
@@ -425,15 +428,7 @@ class Deliveries:
             return
         with driver.cursor() as cursor, cursor.copy(_COPY_ITEMS) as copy:
             for item in items:
-                copy.write_row(
-                    (
-                        item["email"],
-                        item["article_id"],
-                        item["revision"],
-                        item["delivery_id"],
-                        item["previous"],
-                    )
-                )
+                copy.write_row(_item_row(item))
 
     def pending(self) -> list[Delivery]:
         """Deliveries committed but not acknowledged (a crash, a 4xx, a dropped connection)."""

@@ -152,32 +152,34 @@ class Outcomes:
             except BaseException as exc:
                 done.set_exception(exc)
                 return
-            self._settle_acks(acks, done, None)
+            self._recorded(acks, done)
             return
         self._committing = True
         commit = asyncio.get_running_loop().run_in_executor(
             None, self.state.deliveries.mark_sent_many, acks, self.clock()
         )
-        commit.add_done_callback(lambda _: self._settle_acks(acks, done, commit))
+        commit.add_done_callback(lambda _: self._committed(commit, acks, done))
 
-    def _settle_acks(
+    def _committed(
         self,
+        commit: asyncio.Future[None],
         acks: list[tuple[int, str, bool]],
         done: asyncio.Future[None],
-        commit: asyncio.Future[None] | None,
     ) -> None:
-        """After a commit of ``acks``: wake their senders, and start the next commit if 250s
-        arrived while this one was on its way."""
-        if commit is not None:
-            self._committing = False
-            if self._acked is not None:
-                asyncio.get_running_loop().call_soon(self._flush_acks)
-            if commit.cancelled():
-                done.cancel()
-                return
-            if (failure := commit.exception()) is not None:
-                done.set_exception(failure)
-                return
+        """A commit made on a thread is over: start the next one if 250s arrived while it was
+        on its way, and tell its own senders how it went."""
+        self._committing = False
+        if self._acked is not None:
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        if commit.cancelled():
+            done.cancel()
+        elif (failure := commit.exception()) is not None:
+            done.set_exception(failure)
+        else:
+            self._recorded(acks, done)
+
+    def _recorded(self, acks: list[tuple[int, str, bool]], done: asyncio.Future[None]) -> None:
+        """``acks`` are committed: their addresses' failures are cleared, their senders go on."""
         for _, email, _ in acks:
             self.failing.discard(email)
         done.set_result(None)

@@ -132,30 +132,23 @@ async def _loop_runs_on(pg_state: State, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_a_commit_cut_off_by_the_server_is_transient_and_the_next_one_works(
-    postgres: PostgresServer,
+    pg_state: State, postgres: PostgresServer
 ) -> None:
     """The server drops the connection after the pool's ping and before the commit (a
     restart at that moment): the commit fails, transient and naming the database (the sender
     waits and tries again, Senders._ledger, rather than ending the run), and the next one
     gets a live connection."""
-    url = postgres.new_database()
-    state = State(url)
-    try:
-        first, second = pending_messages(state, 2)
+    first, second = pending_messages(pg_state, 2)
 
-        def cut_off(dbapi_connection: Any, *_: Any) -> None:
-            with psycopg.connect(postgres.admin_uri, autocommit=True) as admin:
-                admin.execute(
-                    "SELECT pg_terminate_backend(%s)", (dbapi_connection.info.backend_pid,)
-                )
+    def cut_off(dbapi_connection: Any, *_: Any) -> None:
+        with psycopg.connect(postgres.admin_uri, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (dbapi_connection.info.backend_pid,))
 
-        event.listen(state.db.engine, "checkout", cut_off, once=True)
-        with pytest.raises(StateError) as failed:
-            state.deliveries.mark_sent_many([(first.id, first.email, False)], T0)
-        assert failed.value.transient
-        assert state.db.describe() in str(failed.value)
-        state.deliveries.mark_sent_many([(first.id, first.email, False)], T0)
-        state.deliveries.mark_sent_many([(second.id, second.email, False)], T0)
-        assert state.deliveries.pending() == []
-    finally:
-        state.close()
+    event.listen(pg_state.db.engine, "checkout", cut_off, once=True)
+    with pytest.raises(StateError) as failed:
+        pg_state.deliveries.mark_sent_many([(first.id, first.email, False)], T0)
+    assert failed.value.transient
+    assert pg_state.db.describe() in str(failed.value)
+    pg_state.deliveries.mark_sent_many([(first.id, first.email, False)], T0)
+    pg_state.deliveries.mark_sent_many([(second.id, second.email, False)], T0)
+    assert pg_state.deliveries.pending() == []
